@@ -1,0 +1,3 @@
+from beanstalk_py.cli import main
+
+main()

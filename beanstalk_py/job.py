@@ -1,0 +1,69 @@
+"""Jobs and their states.
+
+A ``Job`` is owned by exactly one tube for its whole life. ``body`` holds the client's bytes
+*followed by the trailing CRLF*, so a reply is the header plus ``body`` with no copy.
+``deadline`` is on the engine's monotonic clock: the ready time while delayed, the TTR deadline
+while reserved, meaningless otherwise. ``created`` is wall-clock epoch seconds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from beanstalk_py.tube import Tube
+
+# State codes; the names are what stats-job prints.
+READY = 1
+RESERVED = 2
+BURIED = 3
+DELAYED = 4
+DELETED = 0
+
+STATE_NAMES = {READY: "ready", RESERVED: "reserved", BURIED: "buried", DELAYED: "delayed"}
+
+URGENT_THRESHOLD = 1024  # pri below this counts as "urgent" in stats (beanstalkd dat.h)
+
+
+class Job:
+    __slots__ = (
+        "body",
+        "buries",
+        "created",
+        "deadline",
+        "delay",
+        "file",
+        "id",
+        "kicks",
+        "pri",
+        "releases",
+        "reserver",
+        "reserves",
+        "state",
+        "timeouts",
+        "ttr",
+        "tube",
+    )
+
+    def __init__(
+        self, id: int, tube: Tube, pri: int, delay: int, ttr: int, body: bytes, created: float
+    ) -> None:
+        self.id = id
+        self.tube = tube
+        self.pri = pri
+        self.delay = delay  # seconds, as given by the last put or release
+        self.ttr = ttr  # seconds, >= 1
+        self.body = body  # includes the trailing b"\r\n"
+        self.created = created
+        self.state = READY
+        self.deadline = 0.0
+        self.reserves = 0
+        self.timeouts = 0
+        self.releases = 0
+        self.buries = 0
+        self.kicks = 0
+        self.reserver: Any = None  # the Session holding it while reserved
+        self.file = 0  # binlog file number holding the latest full record (stats-job "file")
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {STATE_NAMES.get(self.state, 'deleted')} pri={self.pri}>"
