@@ -1,0 +1,217 @@
+"""Command line: beanstalkd's flags (same letters, defaults and clustering), long-only extras.
+
+Usage errors exit 5 with a one-line message and the usage text, as beanstalkd does; nothing
+the user types produces a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from beanstalk_py import __version__
+from beanstalk_py.config import (
+    DEFAULT_BINLOG_SIZE,
+    DEFAULT_FSYNC_MS,
+    DEFAULT_MAX_JOB_SIZE,
+    DEFAULT_PORT,
+    MAX_JOB_SIZE_LIMIT,
+    Config,
+)
+
+EXIT_USAGE = 5
+
+
+def _size(value: str, flag: str) -> int:
+    # beanstalkd reads sizes with sscanf("%zu"): a plain decimal number, nothing else.
+    if not value.isdigit():
+        raise click.UsageError(f"invalid size: {value}", None)
+    return int(value)
+
+
+def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return value
+
+
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": None},
+    help="A beanstalkd-compatible work-queue server.",
+)
+@click.option("-b", "--binlog-dir", "binlog_dir", metavar="DIR", help="write-ahead log directory")
+@click.option(
+    "-f",
+    "--fsync-ms",
+    "fsync_ms",
+    metavar="MS",
+    help=f"fsync at most once every MS milliseconds (default is {DEFAULT_FSYNC_MS}ms); "
+    "use -f0 for 'always fsync'",
+)
+@click.option("-F", "--no-fsync", "no_fsync", is_flag=True, help="never fsync")
+@click.option(
+    "-l", "--listen", "listen", metavar="ADDR", help="listen on address (default is 0.0.0.0)"
+)
+@click.option(
+    "-p", "--port", "port", metavar="PORT", help=f"listen on port (default is {DEFAULT_PORT})"
+)
+@click.option("-u", "--user", "user", metavar="USER", help="become user and group")
+@click.option(
+    "-z",
+    "--max-job-size",
+    "max_job_size",
+    metavar="BYTES",
+    help=f"set the maximum job size in bytes (default is {DEFAULT_MAX_JOB_SIZE}); "
+    f"max allowed is {MAX_JOB_SIZE_LIMIT} bytes",
+)
+@click.option(
+    "-s",
+    "--binlog-size",
+    "binlog_size",
+    metavar="BYTES",
+    help=f"set the size of each write-ahead log file (default is {DEFAULT_BINLOG_SIZE})",
+)
+@click.option("-c", "compact_flag", is_flag=True, hidden=True)
+@click.option("-n", "no_compact_flag", is_flag=True, hidden=True)
+@click.option("-V", "--verbose", "verbose", count=True, help="increase verbosity")
+@click.option("-v", "--version", "show_version", is_flag=True, help="show version information")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="log line format (stderr)",
+)
+@click.option("--no-http", is_flag=True, help="do not answer HTTP GET/HEAD on the beanstalk port")
+@click.option(
+    "--metrics-addr", metavar="HOST:PORT", help="also serve /metrics, /healthz, /readyz here"
+)
+@click.option(
+    "--metrics-max-tubes",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help='per-tube series exported at most (the rest are summed as tube="_other")',
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=0),
+    default=0,
+    help="close new connections beyond N (0: no limit)",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    help="answer put with OUT_OF_MEMORY beyond N jobs (0: no limit)",
+)
+@click.option(
+    "--max-job-bytes",
+    type=click.IntRange(min=0),
+    default=0,
+    help="answer put with OUT_OF_MEMORY beyond this many bytes of job bodies (0: no limit)",
+)
+def command(**opts: Any) -> None:
+    if opts["show_version"]:
+        click.echo(f"beanstalk-py {__version__} (beanstalkd 1.13 protocol)")
+        return
+    config = build_config(opts)
+    from beanstalk_py.logs import setup_logging
+    from beanstalk_py.main import run
+
+    setup_logging(config.verbose, config.log_format)
+    for flag in ("c", "n"):
+        if opts["compact_flag" if flag == "c" else "no_compact_flag"]:
+            click.echo(
+                f"beanstalk-py: -{flag} flag was removed. binlog is always compacted.", err=True
+            )
+    sys.exit(run(config))
+
+
+def build_config(opts: dict[str, Any]) -> Config:
+    cfg = Config()
+    listen = opts["listen"]
+    if listen is not None:
+        if listen.startswith("unix:"):
+            cfg.unix_path = listen[5:]
+            if not cfg.unix_path:
+                raise click.UsageError("unix: needs a path", None)
+        else:
+            cfg.host = listen.strip("[]")
+    if opts["port"] is not None:
+        port = opts["port"]
+        if not port.isdigit() or int(port) > 65535:
+            raise click.UsageError(f"invalid port: {port}", None)
+        cfg.port = int(port)
+    if opts["max_job_size"] is not None:
+        size = _size(opts["max_job_size"], "-z")
+        if size > MAX_JOB_SIZE_LIMIT:
+            click.echo(f"beanstalk-py: maximum job size was set to {MAX_JOB_SIZE_LIMIT}", err=True)
+            size = MAX_JOB_SIZE_LIMIT
+        cfg.max_job_size = size
+    if opts["binlog_size"] is not None:
+        cfg.binlog_size = _size(opts["binlog_size"], "-s")
+        if cfg.binlog_size < 1:
+            raise click.UsageError(f"invalid size: {opts['binlog_size']}", None)
+    # -f and -F apply in command-line order in beanstalkd; click loses the order, so the
+    # later of the two on the command line wins (looked up in sys.argv).
+    if opts["fsync_ms"] is not None:
+        cfg.fsync_ms = _size(opts["fsync_ms"], "-f")
+    if opts["no_fsync"] and not _fsync_after_no_fsync():
+        cfg.fsync_ms = None
+    if opts["binlog_dir"] is not None:
+        path = Path(opts["binlog_dir"])
+        if not path.is_dir():
+            raise click.UsageError(f"{path}: binlog directory does not exist", None)
+        cfg.binlog_dir = path
+    cfg.user = opts["user"]
+    cfg.verbose = opts["verbose"]
+    cfg.log_format = opts["log_format"]
+    cfg.http = not opts["no_http"]
+    cfg.metrics_addr = opts["metrics_addr"]
+    cfg.metrics_max_tubes = opts["metrics_max_tubes"]
+    cfg.max_connections = opts["max_connections"]
+    cfg.max_jobs = opts["max_jobs"]
+    cfg.max_job_bytes = opts["max_job_bytes"]
+    return cfg
+
+
+def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:
+    """True when an -f flag appears after the last -F (so syncing is back on)."""
+    args = sys.argv[1:] if argv is None else argv
+    last_f = last_cap_f = -1
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            if arg.startswith("--fsync-ms"):
+                last_f = i
+            elif arg == "--no-fsync":
+                last_cap_f = i
+        elif arg.startswith("-"):
+            letters = arg[1:]
+            for ch in letters:
+                if ch == "F":
+                    last_cap_f = i
+                elif ch == "f":
+                    last_f = i
+                    break
+                elif ch in "blpuzs":
+                    break  # the rest is this flag's value
+    return last_f > last_cap_f
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "import-beanstalkd-binlog":
+        from beanstalk_py.importer_cli import import_command
+
+        import_command.main(args=args[1:], prog_name="beanstalk-py import-beanstalkd-binlog")
+        return
+    try:
+        command.main(args=args, prog_name="beanstalk-py", standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"beanstalk-py: {exc.format_message()}", err=True)
+        click.echo(command.get_usage(click.Context(command, info_name="beanstalk-py")), err=True)
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        sys.exit(1)

@@ -1,0 +1,158 @@
+"""Process lifecycle: bind, drop privileges, open and replay the binlog, serve, stop.
+
+The order is beanstalkd's (main.c): the socket is bound first, so clients can connect while
+the binlog replays (they wait until it is done), then ``-u`` drops privileges *before* the
+binlog is opened, so its files belong to the unprivileged user.
+SIGTERM/SIGINT stop gracefully: stop accepting, answer what is in flight, write and fsync the
+binlog, exit 0 (also as PID 1). SIGUSR1 turns on drain mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from beanstalk_py.config import Config
+from beanstalk_py.loops import loop_factory
+from beanstalk_py.server import Server
+
+log = logging.getLogger("beanstalk_py.server")
+
+EXIT_SOCKET = 111  # beanstalkd: cannot listen
+EXIT_LOCK = 10  # beanstalkd: binlog directory locked
+EXIT_USER = 33  # beanstalkd: -u names no such user
+EXIT_SETUID = 34
+EXIT_BINLOG = 1
+
+
+class StartupError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run(config: Config) -> int:
+    """Serve until a signal stops us; return the process exit code."""
+    loop = loop_factory()()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(serve(config))
+    except StartupError as exc:
+        log.error("%s", exc)
+        return exc.code
+    finally:
+        loop.close()
+
+
+def inherited_sockets(config: Config) -> list[socket.socket] | None:
+    from beanstalk_py import systemd
+
+    ignored = []
+    if config.unix_path is not None:
+        ignored.append(f"-l unix:{config.unix_path}")
+    elif config.host is not None:
+        ignored.append(f"-l {config.host}")
+    try:
+        sock, warnings = systemd.inherited_listener(ignored)
+    except systemd.InheritedSocketError as exc:
+        raise StartupError(f"inherited socket: {exc}", EXIT_SOCKET) from exc
+    for w in warnings:
+        log.warning("%s", w)
+    return [sock] if sock is not None else None
+
+
+def drop_privileges(user: str) -> None:
+    import pwd
+
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise StartupError(f"getpwnam({user!r}): no such user", EXIT_USER) from None
+    try:
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError as exc:
+        raise StartupError(f"cannot become {user}: {exc}", EXIT_SETUID) from exc
+
+
+async def serve(config: Config) -> int:
+    loop = asyncio.get_running_loop()
+    server = Server(config)
+    server.ready = False
+    try:
+        await server.start(inherited_sockets(config))
+    except OSError as exc:
+        raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
+    if config.user:
+        drop_privileges(config.user)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _drain, server)
+    binlog = None
+    if config.binlog_dir is not None:
+        binlog = await open_binlog(server, config)
+    server.set_ready()
+    log.info("ready (pid %d)", os.getpid())
+    from beanstalk_py import systemd
+
+    systemd.ready()
+    stopped = server.stopped
+    assert stopped is not None
+    waiter = asyncio.ensure_future(stopped.wait())
+    await asyncio.wait([asyncio.ensure_future(stop.wait()), waiter], return_when="FIRST_COMPLETED")
+    systemd.stopping()
+    log.info("shutting down")
+    await server.stop()
+    if binlog is not None and not server.failed:
+        try:
+            binlog.close()
+        except OSError as exc:
+            log.error("binlog close failed: %s", exc)
+            return EXIT_BINLOG
+    return EXIT_BINLOG if server.failed else 0
+
+
+def _drain(server: Server) -> None:
+    if not server.engine.draining:
+        log.info("entering drain mode")
+    server.engine.drain()
+
+
+async def open_binlog(server: Server, config: Config) -> Any:
+    from beanstalk_py.binlog import Binlog, BinlogLocked
+
+    assert config.binlog_dir is not None
+    try:
+        binlog = Binlog.open(
+            config.binlog_dir,
+            file_size=config.binlog_size,
+            fsync_ms=config.fsync_ms,
+            clock=server.clock,
+            max_job_size=config.max_job_size,
+        )
+    except BinlogLocked as exc:
+        raise StartupError(
+            f"failed to lock binlog dir {config.binlog_dir}: {exc}", EXIT_LOCK
+        ) from exc
+    except OSError as exc:
+        raise StartupError(
+            f"cannot open binlog in {config.binlog_dir}: {exc}", EXIT_BINLOG
+        ) from exc
+    # Reading the files happens on a worker thread so /readyz keeps answering meanwhile.
+    result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay)
+    for warning in result.warnings:
+        log.warning("binlog: %s", warning)
+    server.restore(result)
+    server.attach_binlog(binlog)
+    log.info(
+        "binlog replayed: %d jobs in %.3f s, next id %d",
+        len(result.jobs),
+        result.duration,
+        result.next_id,
+    )
+    return binlog

@@ -1,0 +1,436 @@
+"""The asyncio shell: listeners, connections, the one timer and the flush that ends every read.
+
+Order of work after input (``Server.flush``), which is what makes replies safe and cheap:
+1. sessions whose blocking reserve ended are resumed (their buffered commands run);
+2. binlog records produced by *all* connections are written with one ``write`` (group
+   commit) - with a binlog this step is deferred to ``call_soon`` so that every connection
+   read in the same loop iteration shares it;
+3. each session's replies go out with one ``transport.write``; with ``-f 0`` they wait until
+   an fsync covering their records completed (the fsync runs on a worker thread, so the loop
+   keeps reading and the next batch shares the next fsync);
+4. the single timer is re-armed for the engine's earliest deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+from typing import Any
+
+from beanstalk_py.clock import Clock, SystemClock
+from beanstalk_py.config import Config
+from beanstalk_py.engine import Engine
+from beanstalk_py.session import Session
+
+log = logging.getLogger("beanstalk_py.server")
+conn_log = logging.getLogger("beanstalk_py.conn")
+
+
+class Connection(asyncio.Protocol):
+    """One client socket: bytes in to its Session, the Session's replies out."""
+
+    __slots__ = ("_reading", "_write_blocked", "eof", "name", "server", "session", "transport")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self._reading = True
+        self._write_blocked = False
+        self.eof = False
+        self.name = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = tr = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        srv = self.server
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tr.set_write_buffer_limits(high=srv.config.output_limit)
+        sess = self.session = Session(srv.engine, srv.binlog)
+        sess.conn = self
+        srv.conns.add(self)
+        if conn_log.isEnabledFor(logging.INFO):
+            self.name = str(transport.get_extra_info("peername") or "unix")
+            conn_log.info("accept %s", self.name)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.server.ready:
+            # Commands wait for the binlog replay; keep the bytes and stop reading.
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.server._not_ready.append((self, data))
+            return
+        sess = self.session
+        assert sess is not None
+        sess.feed(data)
+        self.sync_reading()
+        self.server.after_input()
+        if sess.closed:
+            self.maybe_close()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client ends a blocking reserve with TIMED_OUT (beanstalkd EPOLLRDHUP);
+        # what it had pipelined still runs, then the connection closes once replies are out.
+        self.eof = True
+        sess = self.session
+        assert sess is not None
+        if sess.waiting:
+            self.server.engine.cancel_wait(sess)
+        self.server.after_input()
+        self.maybe_close()
+        return True
+
+    def maybe_close(self) -> None:
+        sess = self.session
+        if (
+            sess is not None
+            and (sess.closed or self.eof)
+            and not sess.out
+            and not sess.held
+            and not sess.waiting
+            and self.transport is not None
+        ):
+            self.transport.close()
+
+    def sync_reading(self) -> None:
+        """Read only while the session can parse and the client keeps up with replies."""
+        sess = self.session
+        assert sess is not None and self.transport is not None
+        if self.eof and sess.waiting:
+            self.server.engine.cancel_wait(sess)
+        want = not sess.waiting and not self._write_blocked and not sess.closed
+        if want != self._reading:
+            self._reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        self._write_blocked = True
+        self.sync_reading()
+
+    def resume_writing(self) -> None:
+        self._write_blocked = False
+        if self.session is not None and not self.session.gone:
+            self.sync_reading()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        srv = self.server
+        srv.conns.discard(self)
+        if self.session is not None:
+            self.session.close()
+            if self.name:
+                conn_log.info("close %s", self.name)
+            srv.after_input()
+
+
+class Server:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        binlog: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.binlog = binlog
+        self.engine = Engine(
+            self.clock,
+            binlog,
+            max_job_size=config.max_job_size,
+            max_jobs=config.max_jobs,
+            max_job_bytes=config.max_job_bytes,
+            binlog_max_size=config.binlog_size,
+        )
+        self.conns: set[Connection] = set()
+        self.servers: list[asyncio.Server] = []
+        self._loop = loop
+        self._flush_pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = math.inf
+        # -f 0: replies wait in Session.held until the binlog batch they follow is durable
+        self._always_sync = binlog is not None and config.fsync_ms == 0
+        self._written_seq = 0
+        self._durable_seq = 0
+        self._held: set[Session] = set()
+        self._syncing = False
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self.failed = False
+        self.ready = True  # False while the binlog replays: connections wait
+        self._not_ready: list[tuple[Connection, bytes]] = []
+        self.stopped: asyncio.Event | None = asyncio.Event()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    @property
+    def port(self) -> int:
+        for srv in self.servers:
+            for sock in srv.sockets:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    return int(sock.getsockname()[1])
+        return 0
+
+    # --- listening --------------------------------------------------------------------
+
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Listen on ``sockets`` (pre-bound, e.g. systemd's) or on the configured address."""
+        loop = self.loop
+        cfg = self.config
+        if sockets:
+            for sock in sockets:
+                if sock.family == socket.AF_UNIX:
+                    srv = await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+                else:
+                    srv = await loop.create_server(self._protocol, sock=sock, backlog=1024)
+                self.servers.append(srv)
+        elif cfg.unix_path is not None:
+            sock = bind_unix(cfg.unix_path)
+            self.servers.append(
+                await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+            )
+        else:
+            self.servers.append(
+                await loop.create_server(
+                    self._protocol, host=cfg.host, port=cfg.port, backlog=1024, reuse_address=True
+                )
+            )
+        for srv in self.servers:
+            for sock in srv.sockets:
+                log.info("listening on %s", sock.getsockname())
+
+    def attach_binlog(self, binlog: Any) -> None:
+        """Start journaling to ``binlog`` (after replay, before serving commands)."""
+        self.binlog = binlog
+        self.engine.journal = binlog
+        self._always_sync = self.config.fsync_ms == 0
+        for conn in self.conns:
+            if conn.session is not None:
+                conn.session.binlog = binlog
+
+    def restore(self, result: Any) -> None:
+        """Load the jobs a binlog replay produced into the engine."""
+        engine = self.engine
+        for rj in result.jobs:
+            engine.restore(
+                rj.id,
+                rj.tube,
+                rj.pri,
+                rj.delay,
+                rj.ttr,
+                rj.body,
+                rj.created,
+                rj.state,
+                rj.deadline_wall,
+                (rj.reserves, rj.timeouts, rj.releases, rj.buries, rj.kicks),
+                rj.file,
+            )
+        engine.next_id = max(engine.next_id, result.next_id)
+
+    def set_ready(self) -> None:
+        """Replay is over: serve the connections that arrived meanwhile."""
+        self.ready = True
+        waiting = self._not_ready
+        self._not_ready = []
+        for conn, data in waiting:
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.resume_reading()
+                conn.data_received(data)
+
+    def _protocol(self) -> Connection:
+        return Connection(self)
+
+    async def stop(self) -> None:
+        """Stop accepting, write what is pending, close every connection."""
+        for srv in self.servers:
+            srv.close()
+        self.flush()
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.close()
+        for srv in self.servers:
+            await srv.wait_closed()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+
+    # --- the flush after every read ---------------------------------------------------
+
+    def after_input(self) -> None:
+        binlog = self.binlog
+        if binlog is not None and binlog.pending:
+            if not self._flush_pending:
+                self._flush_pending = True
+                self.loop.call_soon(self.flush)
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        self._flush_pending = False
+        engine = self.engine
+        while engine.resumed:
+            resumed = engine.resumed
+            engine.resumed = []
+            for sess in resumed:
+                conn = sess.conn
+                if sess.gone or not isinstance(conn, Connection):
+                    continue
+                sess.feed(b"")
+                conn.sync_reading()
+        binlog = self.binlog
+        if binlog is not None and binlog.pending and not self._commit():
+            return
+        dirty = engine.dirty
+        if dirty:
+            engine.dirty = []
+            unsynced = self._always_sync and self._written_seq > self._durable_seq
+            for sess in dirty:
+                data = sess.take_output()
+                conn = sess.conn
+                if not data or not isinstance(conn, Connection) or conn.transport is None:
+                    continue
+                if unsynced or sess.held:
+                    sess.held.append((self._written_seq, data))
+                    self._held.add(sess)
+                else:
+                    conn.write(data)
+                conn.maybe_close()
+        if self._held and not self._syncing:
+            self._start_fsync()
+        self._arm_timer()
+
+    def _commit(self) -> bool:
+        """Write the binlog batch; on failure stop serving (no reply may claim success)."""
+        try:
+            self._written_seq = self.binlog.write_pending()
+        except OSError as exc:
+            self._fail(exc)
+            return False
+        if self.binlog.sync_deadline() is not None and not self._always_sync:
+            self._schedule_sync()
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        log.critical("binlog write failed, stopping without acknowledging: %s", exc)
+        self.failed = True
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for srv in self.servers:
+            srv.close()
+        if self.stopped is not None:
+            self.stopped.set()
+
+    # --- fsync ------------------------------------------------------------------------
+
+    def _schedule_sync(self) -> None:
+        deadline = self.binlog.sync_deadline()
+        if deadline is None or self._syncing:
+            return
+        delay = deadline - self.clock.now()
+        if delay <= 0:
+            self._start_fsync()
+        elif self._sync_timer is None:
+            self._sync_timer = self.loop.call_later(delay, self._sync_timer_fired)
+
+    def _sync_timer_fired(self) -> None:
+        self._sync_timer = None
+        self._schedule_sync()
+
+    def _start_fsync(self) -> None:
+        self._syncing = True
+        fut = self.loop.run_in_executor(None, self.binlog.fsync)
+        fut.add_done_callback(self._fsync_done)
+
+    def _fsync_done(self, fut: asyncio.Future[int]) -> None:
+        self._syncing = False
+        exc = fut.exception()
+        if exc is not None:
+            self._fail(exc)
+            return
+        self._durable_seq = max(self._durable_seq, fut.result())
+        durable = self._durable_seq
+        for sess in list(self._held):
+            conn = sess.conn
+            held = sess.held
+            i = 0
+            while i < len(held) and held[i][0] <= durable:
+                i += 1
+            if i and isinstance(conn, Connection) and conn.transport is not None:
+                conn.write(b"".join(chunk for _, chunk in held[:i]))
+            del held[:i]
+            if not held:
+                self._held.discard(sess)
+                if isinstance(conn, Connection):
+                    conn.maybe_close()
+        if self._held or (self.binlog.pending or self._written_seq > durable):
+            if self._always_sync and self._held:
+                self._start_fsync()
+            else:
+                self._schedule_sync()
+
+    # --- the one timer ----------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        when = self.engine.next_deadline()
+        if when is None or when >= self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        # +1 ms: uvloop's clock has millisecond resolution and may fire a hair early.
+        delay = max(0.0, when - self.clock.now()) + 0.001
+        self._timer = self.loop.call_later(delay, self._on_timer)
+        self._timer_when = when
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = math.inf
+        self.engine.tick()
+        self.after_input()
+
+    def advance(self, seconds: float) -> None:
+        """Test hook: move a ManualClock forward and run what became due."""
+        self.clock.advance(seconds)  # type: ignore[attr-defined]
+        self.engine.tick()
+        self.flush()
+
+
+def bind_unix(path: str) -> socket.socket:
+    """A listening UNIX socket at ``path``, replacing a stale socket file (not other files)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"{path}: exists and is not a socket")
+        log.warning("removing existing local socket to replace it: %s", path)
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
