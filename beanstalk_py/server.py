@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
 from beanstalk_py.clock import Clock, SystemClock
 from beanstalk_py.config import Config
@@ -45,7 +45,8 @@ class Connection(asyncio.Protocol):
         self.name = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = tr = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        tr = cast(asyncio.Transport, transport)  # uvloop's transports are no subclass of it
+        self.transport = tr
         srv = self.server
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):

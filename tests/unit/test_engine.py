@@ -1,0 +1,239 @@
+"""Engine and session semantics with a manual clock: no sockets, no sleeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from beanstalk_py.session import Session
+from tests.unit.enginekit import Kit
+
+
+@pytest.fixture
+def kit() -> Kit:
+    return Kit()
+
+
+def put(
+    kit: Kit, s: Session, body: bytes = b"x", pri: int = 0, delay: int = 0, ttr: int = 60
+) -> int:
+    reply = kit.send(s, b"put %d %d %d %d\r\n%s\r\n" % (pri, delay, ttr, len(body), body))
+    assert reply.startswith(b"INSERTED "), reply
+    return int(reply.split()[1])
+
+
+def test_ttr_expiry_returns_job_to_ready_and_counts_timeout(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p, ttr=5)
+    assert kit.send(w, b"reserve\r\n") == b"RESERVED 1 1\r\nx\r\n"
+    kit.advance(4.9)
+    assert kit.send(p, b"peek-ready\r\n") == b"NOT_FOUND\r\n"
+    kit.advance(0.2)
+    assert kit.send(p, b"peek-ready\r\n") == b"FOUND 1 1\r\nx\r\n"
+    assert kit.engine.job_timeouts == 1
+    assert b"timeouts: 1\n" in kit.send(p, b"stats-job 1\r\n")
+    # the worker no longer holds it
+    assert kit.send(w, b"delete 1\r\n") == b"DELETED\r\n"  # ready jobs are deletable by anyone
+
+
+def test_deadline_soon_while_waiting(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p, ttr=3)
+    assert kit.send(w, b"reserve\r\n").startswith(b"RESERVED 1")
+    assert kit.send(w, b"reserve\r\n") == b""  # waits: 2 s left, outside the 1 s margin
+    assert w.waiting
+    kit.advance(1.99)
+    assert kit.out(w) == b""
+    kit.advance(0.02)
+    assert kit.out(w) == b"DEADLINE_SOON\r\n"
+    assert not w.waiting
+    # inside the margin a new reserve answers at once
+    assert kit.send(w, b"reserve-with-timeout 5\r\n") == b"DEADLINE_SOON\r\n"
+
+
+def test_deadline_soon_is_skipped_when_a_watched_tube_has_ready_jobs(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p, ttr=1)
+    put(kit, p, body=b"y")
+    assert kit.send(w, b"reserve\r\n").startswith(b"RESERVED 1")
+    assert kit.send(w, b"reserve\r\n") == b"RESERVED 2 1\r\ny\r\n"
+
+
+def test_reserve_with_timeout_zero_and_timeout(kit: Kit) -> None:
+    w = kit.session()
+    assert kit.send(w, b"reserve-with-timeout 0\r\n") == b"TIMED_OUT\r\n"
+    assert kit.send(w, b"reserve-with-timeout 2\r\n") == b""
+    kit.advance(1.999)
+    assert kit.out(w) == b""
+    kit.advance(0.002)
+    assert kit.out(w) == b"TIMED_OUT\r\n"
+
+
+def test_delayed_job_becomes_ready_at_its_deadline(kit: Kit) -> None:
+    s = kit.session()
+    put(kit, s, delay=10)
+    assert kit.send(s, b"peek-ready\r\n") == b"NOT_FOUND\r\n"
+    assert b"time-left: 10\n" in kit.send(s, b"stats-job 1\r\n")
+    kit.advance(9.5)
+    assert b"state: delayed\n" in kit.send(s, b"stats-job 1\r\n")
+    kit.advance(0.5)
+    assert kit.send(s, b"peek-ready\r\n") == b"FOUND 1 1\r\nx\r\n"
+    assert b"delay: 10\n" in kit.send(s, b"stats-job 1\r\n")
+
+
+def test_waiting_reserver_gets_delayed_job_when_due(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p, delay=3)
+    assert kit.send(w, b"reserve\r\n") == b""
+    kit.advance(3)
+    assert kit.out(w) == b"RESERVED 1 1\r\nx\r\n"
+
+
+def test_pause_holds_jobs_until_it_expires(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p)
+    assert kit.send(p, b"pause-tube default 5\r\n") == b"PAUSED\r\n"
+    assert kit.send(w, b"reserve\r\n") == b""
+    tube_stats = kit.send(p, b"stats-tube default\r\n")
+    assert b"pause: 5\npause-time-left: 5\n" in tube_stats
+    kit.advance(4.9)
+    assert kit.out(w) == b""
+    kit.advance(0.1)
+    assert kit.out(w) == b"RESERVED 1 1\r\nx\r\n"
+    assert b"pause: 0\npause-time-left: 0\n" in kit.send(p, b"stats-tube default\r\n")
+
+
+def test_pause_zero_unpauses_on_the_next_tick(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p)
+    kit.send(p, b"pause-tube default 86400\r\n")
+    assert kit.send(w, b"reserve\r\n") == b""
+    assert kit.send(p, b"pause-tube default 0\r\n") == b"PAUSED\r\n"
+    kit.advance(0.001)
+    assert kit.out(w) == b"RESERVED 1 1\r\nx\r\n"
+
+
+def test_global_priority_across_watched_tubes(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    kit.send(p, b"use abc\r\n")
+    put(kit, p, pri=999999)
+    kit.send(p, b"use def\r\n")
+    put(kit, p, pri=99)
+    kit.send(w, b"watch abc\r\nwatch def\r\n")
+    assert kit.send(w, b"reserve\r\n") == b"RESERVED 2 1\r\nx\r\n"
+
+
+def test_waiters_are_served_in_reference_order(kit: Kit) -> None:
+    p = kit.session()
+    waiters = [kit.session() for _ in range(4)]
+    for w in waiters:
+        assert kit.send(w, b"reserve\r\n") == b""
+    served = []
+    for _ in range(4):
+        job_id = put(kit, p)
+        for i, w in enumerate(waiters):
+            if kit.out(w).startswith(b"RESERVED %d " % job_id):
+                served.append(i + 1)
+    assert served == [1, 2, 4, 3]
+
+
+def test_close_returns_reserved_jobs_without_counting_a_timeout(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p)
+    kit.send(w, b"reserve\r\n")
+    w.close()
+    assert kit.send(p, b"peek-ready\r\n") == b"FOUND 1 1\r\nx\r\n"
+    assert kit.engine.job_timeouts == 0
+    assert kit.engine.cur_conns == 1
+
+
+def test_tube_is_destroyed_when_unreferenced_and_list_order_swaps(kit: Kit) -> None:
+    s = kit.session()
+    for name in (b"t1", b"t2", b"t3", b"t4"):
+        kit.send(s, b"watch %s\r\n" % name)
+    assert (
+        kit.send(s, b"list-tubes\r\n") == b"OK 34\r\n---\n- default\n- t1\n- t2\n- t3\n- t4\n\r\n"
+    )
+    assert kit.send(s, b"ignore t2\r\n") == b"WATCHING 4\r\n"
+    assert kit.send(s, b"list-tubes\r\n") == b"OK 29\r\n---\n- default\n- t1\n- t4\n- t3\n\r\n"
+    assert kit.send(s, b"stats-tube t2\r\n") == b"NOT_FOUND\r\n"
+    assert kit.send(s, b"ignore default\r\n") == b"WATCHING 3\r\n"
+    assert kit.send(s, b"list-tubes-watched\r\n") == b"OK 19\r\n---\n- t3\n- t1\n- t4\n\r\n"
+
+
+def test_kick_prefers_buried_then_delayed(kit: Kit) -> None:
+    s = kit.session()
+    put(kit, s)
+    put(kit, s, delay=100)
+    put(kit, s, delay=50)
+    kit.send(s, b"reserve\r\n")
+    assert kit.send(s, b"bury 1 7\r\n") == b"BURIED\r\n"
+    assert kit.send(s, b"kick 10\r\n") == b"KICKED 1\r\n"
+    assert kit.send(s, b"kick 1\r\n") == b"KICKED 1\r\n"
+    assert kit.send(s, b"peek-delayed\r\n").startswith(b"FOUND 2 ")  # 3 (earlier) was kicked
+    stats = kit.send(s, b"stats-job 1\r\n")
+    assert b"pri: 7\n" in stats and b"buries: 1\n" in stats and b"kicks: 1\n" in stats
+
+
+def test_release_with_delay_then_ready(kit: Kit) -> None:
+    s = kit.session()
+    put(kit, s)
+    kit.send(s, b"reserve\r\n")
+    assert kit.send(s, b"release 1 5 2\r\n") == b"RELEASED\r\n"
+    assert kit.send(s, b"peek-delayed\r\n") == b"FOUND 1 1\r\nx\r\n"
+    kit.advance(2)
+    stats = kit.send(s, b"stats-job 1\r\n")
+    assert b"state: ready\n" in stats and b"pri: 5\n" in stats and b"releases: 1\n" in stats
+
+
+def test_touch_restarts_the_ttr(kit: Kit) -> None:
+    s = kit.session()
+    put(kit, s, ttr=10)
+    kit.send(s, b"reserve\r\n")
+    kit.advance(8)
+    assert kit.send(s, b"touch 1\r\n") == b"TOUCHED\r\n"
+    kit.advance(8)
+    assert b"state: reserved\n" in kit.send(s, b"stats-job 1\r\n")
+    kit.advance(2.5)
+    assert b"state: ready\n" in kit.send(s, b"stats-job 1\r\n")
+
+
+def test_reserve_job_takes_delayed_and_buried_jobs_in_any_tube(kit: Kit) -> None:
+    s, other = kit.session(), kit.session()
+    kit.send(other, b"use elsewhere\r\n")
+    put(kit, other, delay=100)
+    assert kit.send(s, b"reserve-job 1\r\n") == b"RESERVED 1 1\r\nx\r\n"
+    assert kit.send(s, b"reserve-job 1\r\n") == b"NOT_FOUND\r\n"
+    assert kit.send(s, b"release 1 0 0\r\n") == b"RELEASED\r\n"
+    assert b"state: ready\n" in kit.send(s, b"stats-job 1\r\n")
+
+
+def test_drain_mode_refuses_puts_after_the_body(kit: Kit) -> None:
+    s = kit.session()
+    kit.engine.drain()
+    assert kit.send(s, b"put 0 0 1 1\r\nx\r\nput 0 0 1 1\r\ny\r\n") == b"DRAINING\r\nDRAINING\r\n"
+    assert kit.engine.next_id == 3  # ids are consumed, as the reference does
+    assert b"draining: true\n" in kit.send(s, b"stats\r\n")
+
+
+def test_max_jobs_limit_answers_out_of_memory(kit: Kit) -> None:
+    k = Kit(max_jobs=2)
+    s = k.session()
+    put(k, s)
+    put(k, s)
+    assert k.send(s, b"put 0 0 1 1\r\nx\r\n") == b"OUT_OF_MEMORY\r\n"
+    k.send(s, b"delete 1\r\n")
+    assert k.send(s, b"put 0 0 1 1\r\nx\r\n") == b"INSERTED 4\r\n"
+
+
+def test_many_deletes_keep_heaps_small(kit: Kit) -> None:
+    s = kit.session()
+    tube = kit.engine.default
+    for _ in range(5000):
+        job_id = put(kit, s)
+        kit.send(s, b"delete %d\r\n" % job_id)
+    assert len(tube.ready) < 200
+    for _ in range(2000):
+        job_id = put(kit, s, delay=5)
+        kit.send(s, b"delete %d\r\n" % job_id)
+    assert len(tube.delayed) < 200
+    assert len(kit.engine.timers) < 3000
