@@ -33,7 +33,17 @@ conn_log = logging.getLogger("beanstalk_py.conn")
 class Connection(asyncio.Protocol):
     """One client socket: bytes in to its Session, the Session's replies out."""
 
-    __slots__ = ("_reading", "_write_blocked", "eof", "name", "server", "session", "transport")
+    __slots__ = (
+        "_first",
+        "_reading",
+        "_write_blocked",
+        "eof",
+        "http",
+        "name",
+        "server",
+        "session",
+        "transport",
+    )
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -43,6 +53,8 @@ class Connection(asyncio.Protocol):
         self._write_blocked = False
         self.eof = False
         self.name = ""
+        self._first: bytes | None = b""  # opening bytes until we know whether this is HTTP
+        self.http: Any = None  # an http.HttpHandler once the client spoke HTTP
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)  # uvloop's transports are no subclass of it
@@ -61,6 +73,19 @@ class Connection(asyncio.Protocol):
             conn_log.info("accept %s", self.name)
 
     def data_received(self, data: bytes) -> None:
+        if self.http is not None:
+            self.http.feed(data)
+            return
+        if self._first is not None:
+            # A first line starting "GET " or "HEAD " is HTTP (no beanstalk command starts so).
+            data = self._first + data
+            if len(data) < 5 and (b"GET ".startswith(data) or b"HEAD ".startswith(data)):
+                self._first = data
+                return
+            self._first = None
+            if self.server.config.http and data.startswith((b"GET ", b"HEAD ")):
+                self._become_http(data)
+                return
         if not self.server.ready:
             # Commands wait for the binlog replay; keep the bytes and stop reading.
             assert self.transport is not None
@@ -75,7 +100,22 @@ class Connection(asyncio.Protocol):
         if sess.closed:
             self.maybe_close()
 
+    def _become_http(self, data: bytes) -> None:
+        from beanstalk_py.http import HttpHandler
+
+        srv = self.server
+        sess = self.session
+        assert sess is not None and self.transport is not None
+        # Not a beanstalk client after all: it must not show in the protocol's counters.
+        sess.close()
+        srv.engine.total_conns -= 1
+        srv.engine.dirty = [s for s in srv.engine.dirty if s is not sess]
+        self.http = HttpHandler(srv, self.transport)
+        self.http.feed(data)
+
     def eof_received(self) -> bool | None:
+        if self.http is not None:
+            return False
         # A half-closed client ends a blocking reserve with TIMED_OUT (beanstalkd EPOLLRDHUP);
         # what it had pipelined still runs, then the connection closes once replies are out.
         self.eof = True
