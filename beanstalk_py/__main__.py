@@ -1,3 +1,3 @@
-from beanstalk_py.cli import main
+from beanstalk_py.entry import main
 
 main()

@@ -6,6 +6,7 @@ the user types produces a traceback.
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from beanstalk_py.config import (
 )
 
 EXIT_USAGE = 5
+
+# The listening socket beanstalk_py.entry bound before importing this module, if any.
+PREBOUND: socket.socket | None = None
 
 
 def _size(value: str, flag: str) -> int:
@@ -202,6 +206,7 @@ def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+
     if args and args[0] == "import-beanstalkd-binlog":
         from beanstalk_py.importer_cli import import_command
 

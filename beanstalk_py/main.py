@@ -49,7 +49,12 @@ def run(config: Config) -> int:
 
 
 def inherited_sockets(config: Config) -> list[socket.socket] | None:
-    from beanstalk_py import systemd
+    from beanstalk_py import cli, systemd
+
+    prebound = cli.PREBOUND
+    if prebound is not None:
+        cli.PREBOUND = None
+        return [prebound]
 
     ignored = []
     if config.unix_path is not None:

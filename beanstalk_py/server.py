@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import socket
 from typing import Any, cast
 
+from beanstalk_py import listen
 from beanstalk_py.clock import Clock, SystemClock
 from beanstalk_py.config import Config
 from beanstalk_py.engine import Engine
@@ -242,16 +242,13 @@ class Server:
                     srv = await loop.create_server(self._protocol, sock=sock, backlog=1024)
                 self.servers.append(srv)
         elif cfg.unix_path is not None:
-            sock = bind_unix(cfg.unix_path)
+            sock = listen.bind_unix(cfg.unix_path)
             self.servers.append(
                 await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
             )
         else:
-            self.servers.append(
-                await loop.create_server(
-                    self._protocol, host=cfg.host, port=cfg.port, backlog=1024, reuse_address=True
-                )
-            )
+            sock = listen.bind_tcp(cfg.host, cfg.port)
+            self.servers.append(await loop.create_server(self._protocol, sock=sock, backlog=1024))
         for srv in self.servers:
             for sock in srv.sockets:
                 log.info("listening on %s", sock.getsockname())
@@ -451,27 +448,3 @@ class Server:
         self.clock.advance(seconds)  # type: ignore[attr-defined]
         self.engine.tick()
         self.flush()
-
-
-def bind_unix(path: str) -> socket.socket:
-    """A listening UNIX socket at ``path``, replacing a stale socket file (not other files)."""
-    import stat
-
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(f"{path}: exists and is not a socket")
-        log.warning("removing existing local socket to replace it: %s", path)
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        sock.listen(1024)
-    except BaseException:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
