@@ -210,12 +210,9 @@ class Engine:
             elif kind == T_TTR:
                 assert isinstance(obj, Job)
                 self._ttr_expired(obj)
-            elif kind == T_WAIT:
+            elif kind == T_WAIT or kind == T_SOON:
                 self._stop_waiting(obj)  # type: ignore[arg-type]
-                obj.deliver(b"TIMED_OUT\r\n")  # type: ignore[attr-defined]
-            elif kind == T_SOON:
-                self._stop_waiting(obj)  # type: ignore[arg-type]
-                obj.deliver(b"DEADLINE_SOON\r\n")  # type: ignore[attr-defined]
+                obj.deliver(self._wait_over(obj, now))  # type: ignore[arg-type,attr-defined]
             else:
                 assert isinstance(obj, Tube)
                 obj.pause = 0
@@ -341,6 +338,13 @@ class Engine:
             sess: Session = t.waiting.take()  # type: ignore[assignment]
             self._stop_waiting(sess)
             self._reserve(sess, best)
+
+    @staticmethod
+    def _wait_over(sess: Session, now: float) -> bytes:
+        """How a wait ends: DEADLINE_SOON wins over TIMED_OUT (beanstalkd conn_timeout)."""
+        if sess.reserved and now >= sess.soon_at:
+            return b"DEADLINE_SOON\r\n"
+        return b"TIMED_OUT\r\n"
 
     def cancel_wait(self, sess: Session) -> None:
         """End a blocking reserve with TIMED_OUT (the client half-closed its socket)."""
@@ -525,7 +529,8 @@ class Engine:
             self._reserve(sess, best)
             return b""
         if timeout == 0:
-            return b"TIMED_OUT\r\n"
+            sess.soon_at = soon_at
+            return self._wait_over(sess, now)
         sess.waiting = True
         self.waiting_ct += 1
         for t in watched:

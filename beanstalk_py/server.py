@@ -26,6 +26,8 @@ from beanstalk_py.config import Config
 from beanstalk_py.engine import Engine
 from beanstalk_py.session import Session
 
+WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
+
 log = logging.getLogger("beanstalk_py.server")
 conn_log = logging.getLogger("beanstalk_py.conn")
 
@@ -145,7 +147,13 @@ class Connection(asyncio.Protocol):
         assert sess is not None and self.transport is not None
         if self.eof and sess.waiting:
             self.server.engine.cancel_wait(sess)
-        want = not sess.waiting and not self._write_blocked and not sess.closed
+        # While a reserve waits the socket is still read (so a half-close is seen, as with
+        # beanstalkd's EPOLLRDHUP), but only up to a small buffer of pipelined input.
+        want = (
+            not self._write_blocked
+            and not sess.closed
+            and not (sess.waiting and sess.buffered > WAIT_INPUT_LIMIT)
+        )
         if want != self._reading:
             self._reading = want
             if want:

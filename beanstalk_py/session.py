@@ -136,6 +136,11 @@ class Session:
         self.deliver(b"%s %d %d\r\n" % (word, job.id, len(job.body) - 2))
         self.out.append(job.body)
 
+    @property
+    def buffered(self) -> int:
+        """Input bytes received but not parsed yet (e.g. behind a blocking reserve)."""
+        return len(self._buf)
+
     def take_output(self) -> bytes:
         data = b"".join(self.out)
         self.out.clear()
