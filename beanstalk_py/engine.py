@@ -597,7 +597,7 @@ class Engine:
         deadline_wall: float,
         counters: tuple[int, int, int, int, int],
         file: int = 0,
-    ) -> None:
+    ) -> Job:
         """Re-insert a job read from the binlog (no journal call, no counters of this run)."""
         t = self.tube(tube)
         job = Job(job_id, t, pri, delay, ttr, body, created)
@@ -620,3 +620,4 @@ class Engine:
             self._timer(job.deadline, T_DELAY, job)
         else:
             self._make_ready(job)
+        return job

@@ -152,8 +152,8 @@ async def open_binlog(server: Server, config: Config) -> Any:
     result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay)
     for warning in result.warnings:
         log.warning("binlog: %s", warning)
-    server.restore(result)
     server.attach_binlog(binlog)
+    server.restore(result)
     log.info(
         "binlog replayed: %d jobs in %.3f s, next id %d",
         len(result.jobs),

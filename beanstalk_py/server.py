@@ -273,8 +273,9 @@ class Server:
     def restore(self, result: Any) -> None:
         """Load the jobs a binlog replay produced into the engine."""
         engine = self.engine
+        restored = getattr(self.binlog, "restored", None)
         for rj in result.jobs:
-            engine.restore(
+            job = engine.restore(
                 rj.id,
                 rj.tube,
                 rj.pri,
@@ -287,6 +288,8 @@ class Server:
                 (rj.reserves, rj.timeouts, rj.releases, rj.buries, rj.kicks),
                 rj.file,
             )
+            if restored is not None:
+                restored(job)  # lets compaction keep job.file current
         engine.next_id = max(engine.next_id, result.next_id)
 
     def set_ready(self) -> None:

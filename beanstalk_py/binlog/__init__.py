@@ -1,0 +1,36 @@
+"""Durability for ``-b DIR``: beanstalk-py's own binlog.
+
+The byte format, what is written when, replay and damage rules are specified in the docstring
+of ``beanstalk_py.binlog.format``. In short: segments ``binlog.N`` of ``-s`` bytes, each with a
+versioned 32-byte header (carrying the next job id), then CRC-32 framed little-endian records
+FULL (put / compaction), UPDATE (bury, kick, release incl. delay 0) and DELETE. Pause state,
+reserve and touch are not kept.
+
+Modules: ``format`` (layout, encode, scan), ``writer`` (``Binlog``: buffering, group commit,
+fsync policy, space reservation, segment removal, compaction), ``replay`` (start-up),
+``fileops`` (the system-call seam), ``beanstalkd_import`` (reading beanstalkd v7/v5 binlogs).
+
+The server drives a ``Binlog`` like this::
+
+    bl = Binlog.open(path, file_size=..., fsync_ms=..., clock=clock, max_job_size=...)
+    result = bl.replay()             # restore result.jobs into the engine, next_id too
+    ...                              # the engine calls bl.put/update/delete (buffer only)
+    seq = bl.write_pending()         # once per loop iteration, before releasing replies
+    bl.sync_deadline()               # arm a timer; run bl.fsync() in a worker thread
+    bl.close()
+"""
+
+from beanstalk_py.binlog.errors import BinlogError, BinlogLocked, BinlogWriteError
+from beanstalk_py.binlog.fileops import FileOps, OsFileOps
+from beanstalk_py.binlog.writer import Binlog, ReplayResult, RestoredJob
+
+__all__ = [
+    "Binlog",
+    "BinlogError",
+    "BinlogLocked",
+    "BinlogWriteError",
+    "FileOps",
+    "OsFileOps",
+    "ReplayResult",
+    "RestoredJob",
+]
