@@ -184,23 +184,25 @@ def build_config(opts: dict[str, Any]) -> Config:
 def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:
     """True when an -f flag appears after the last -F (so syncing is back on)."""
     args = sys.argv[1:] if argv is None else argv
-    last_f = last_cap_f = -1
+    last_f = last_cap_f = (-1, -1)
+    takes_value = False
     for i, arg in enumerate(args):
-        if arg.startswith("--"):
+        if takes_value:
+            takes_value = False  # this word is the previous flag's value
+        elif arg.startswith("--"):
             if arg.startswith("--fsync-ms"):
-                last_f = i
+                last_f = (i, 0)
             elif arg == "--no-fsync":
-                last_cap_f = i
+                last_cap_f = (i, 0)
         elif arg.startswith("-"):
-            letters = arg[1:]
-            for ch in letters:
+            for j, ch in enumerate(arg[1:]):
                 if ch == "F":
-                    last_cap_f = i
-                elif ch == "f":
-                    last_f = i
-                    break
-                elif ch in "blpuzs":
-                    break  # the rest is this flag's value
+                    last_cap_f = (i, j)
+                elif ch in "fblpuzs":
+                    if ch == "f":
+                        last_f = (i, j)
+                    takes_value = j == len(arg) - 2  # the value is the next word
+                    break  # the rest of this word is the flag's value
     return last_f > last_cap_f
 
 
