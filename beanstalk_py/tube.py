@@ -1,9 +1,12 @@
 """Tubes: the per-tube queues and the reference's ordered-set semantics.
 
 Invariants:
-* ``ready`` is a heap of integer keys ``pri << 64 | id`` with lazy deletion: a key is live only
-  while its job is still ready in this tube with that pri (``engine.jobs`` is the truth).
-  ``ready_ct`` counts live entries; stale keys are purged when they outnumber live ones.
+* ``ready`` maps each priority to a heap of job ids, and ``ready_pris`` is a heap of those
+  priorities, so the head is the lowest (pri, id). Deletion is lazy: an id is live only while
+  its job is still ready in this tube with that pri (``engine.jobs`` is the truth).
+  ``ready_ct`` counts live jobs, ``ready_entries`` all ids; stale ids are purged when they
+  outnumber live ones. (Small-int ids in per-priority heaps cost less memory and compare
+  faster than one heap of ``pri << 64 | id`` keys.)
 * ``delayed`` is a heap of ``(deadline, id)`` with the same lazy rule (live while the job is
   delayed here with that deadline).
 * ``buried`` is a FIFO in bury order (kick and peek-buried take the head).
@@ -20,7 +23,6 @@ from beanstalk_py.job import DELAYED, READY, Job
 
 T = TypeVar("T")
 
-ID_MASK = (1 << 64) - 1
 
 
 class SwapList(Generic[T]):
@@ -83,6 +85,8 @@ class Tube:
         "pause_until",
         "ready",
         "ready_ct",
+        "ready_entries",
+        "ready_pris",
         "reserved_ct",
         "total_jobs",
         "urgent_ct",
@@ -94,7 +98,9 @@ class Tube:
     def __init__(self, name: str) -> None:
         self.name = name
         self.name_bytes = name.encode("ascii")
-        self.ready: list[int] = []
+        self.ready: dict[int, list[int]] = {}
+        self.ready_pris: list[int] = []
+        self.ready_entries = 0
         self.ready_ct = 0
         self.urgent_ct = 0
         self.delayed: list[tuple[float, int]] = []
@@ -114,32 +120,53 @@ class Tube:
     def __repr__(self) -> str:
         return f"<Tube {self.name!r}>"
 
-    # --- ready heap ---------------------------------------------------------------------
+    # --- ready queue ------------------------------------------------------------------
 
     def push_ready(self, job: Job, jobs: dict[int, Job]) -> None:
-        ready = self.ready
-        if len(ready) > 2 * self.ready_ct + 64:
+        if self.ready_entries > 2 * self.ready_ct + 64:
             self._purge_ready(jobs)
-        heapq.heappush(ready, job.pri << 64 | job.id)
+        pri = job.pri
+        level = self.ready.get(pri)
+        if level is None:
+            self.ready[pri] = [job.id]
+            heapq.heappush(self.ready_pris, pri)
+        else:
+            heapq.heappush(level, job.id)
+        self.ready_entries += 1
 
     def _purge_ready(self, jobs: dict[int, Job]) -> None:
-        live = set()
-        for key in self.ready:
-            job = jobs.get(key & ID_MASK)
-            if job is not None and job.state == READY and job.tube is self and job.pri == key >> 64:
-                live.add(key)
-        self.ready = list(live)
-        heapq.heapify(self.ready)
+        levels: dict[int, list[int]] = {}
+        n = 0
+        for pri, ids in self.ready.items():
+            live = set()
+            for job_id in ids:
+                job = jobs.get(job_id)
+                if job is not None and job.state == READY and job.tube is self and job.pri == pri:
+                    live.add(job_id)
+            if live:
+                level = levels[pri] = list(live)
+                heapq.heapify(level)
+                n += len(level)
+        self.ready = levels
+        self.ready_pris = list(levels)
+        heapq.heapify(self.ready_pris)
+        self.ready_entries = n
 
     def peek_ready(self, jobs: dict[int, Job]) -> Job | None:
         """The ready job with the lowest (pri, id), or None."""
-        ready = self.ready
-        while ready:
-            key = ready[0]
-            job = jobs.get(key & ID_MASK)
-            if job is not None and job.state == READY and job.tube is self and job.pri == key >> 64:
-                return job
-            heapq.heappop(ready)
+        pris = self.ready_pris
+        levels = self.ready
+        while pris:
+            pri = pris[0]
+            level = levels[pri]
+            while level:
+                job = jobs.get(level[0])
+                if job is not None and job.state == READY and job.tube is self and job.pri == pri:
+                    return job
+                heapq.heappop(level)
+                self.ready_entries -= 1
+            heapq.heappop(pris)
+            del levels[pri]
         return None
 
     # --- delay heap ---------------------------------------------------------------------
