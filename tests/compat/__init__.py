@@ -1,0 +1,1 @@
+"""Compatibility tests against the reference beanstalkd and real client libraries."""
