@@ -102,7 +102,8 @@ def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--max-connections",
     type=click.IntRange(min=0),
     default=0,
-    help="close new connections beyond N (0: no limit)",
+    help="close new connections at accept beyond N (0, the default: as many as "
+    "RLIMIT_NOFILE allows, minus a reserve)",
 )
 @click.option(
     "--max-jobs",
@@ -115,6 +116,34 @@ def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     type=click.IntRange(min=0),
     default=0,
     help="answer put with OUT_OF_MEMORY beyond this many bytes of job bodies (0: no limit)",
+)
+@click.option(
+    "--output-limit",
+    type=click.IntRange(min=0),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="stop reading a client while this many bytes of its replies are unsent (0: no limit)",
+)
+@click.option(
+    "--allow",
+    metavar="CIDR",
+    multiple=True,
+    help="only accept TCP clients from this network (repeatable; UNIX sockets always allowed)",
+)
+@click.option("--tls-cert", metavar="FILE", help="serve TLS 1.2+ with this certificate (PEM)")
+@click.option("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+@click.option(
+    "--tls-client-ca", metavar="FILE", help="require client certificates signed by these CAs"
+)
+@click.option(
+    "--plain-listen",
+    metavar="HOST:PORT",
+    help="also listen without TLS here (HOST:PORT, [IPV6]:PORT or unix:PATH)",
+)
+@click.option(
+    "--auth-token-file",
+    metavar="FILE",
+    help="clients must send 'auth <token>' first; FILE holds the token (mode 600)",
 )
 def command(**opts: Any) -> None:
     if opts["show_version"]:
@@ -178,7 +207,30 @@ def build_config(opts: dict[str, Any]) -> Config:
     cfg.max_connections = opts["max_connections"]
     cfg.max_jobs = opts["max_jobs"]
     cfg.max_job_bytes = opts["max_job_bytes"]
+    _hardening(cfg, opts)
     return cfg
+
+
+def _hardening(cfg: Config, opts: dict[str, Any]) -> None:
+    """--output-limit, --allow, TLS and token options, checked now so errors are one line."""
+    from beanstalk_py import security
+
+    cfg.output_limit = opts.get("output_limit", cfg.output_limit)
+    cfg.allow = list(opts.get("allow") or ())
+    cfg.tls_cert = opts.get("tls_cert")
+    cfg.tls_key = opts.get("tls_key")
+    cfg.tls_client_ca = opts.get("tls_client_ca")
+    cfg.plain_listen = opts.get("plain_listen")
+    cfg.auth_token_file = opts.get("auth_token_file")
+    try:
+        security.parse_networks(cfg.allow)
+        security.tls_from_config(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+        if cfg.plain_listen is not None and not cfg.plain_listen.startswith("unix:"):
+            security.split_host_port(cfg.plain_listen)
+        if cfg.auth_token_file is not None:
+            security.load_token(cfg.auth_token_file)
+    except security.SecurityConfigError as exc:
+        raise click.UsageError(str(exc), None) from None
 
 
 def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:

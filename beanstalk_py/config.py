@@ -34,3 +34,10 @@ class Config:
     max_job_bytes: int = 0
     output_limit: int = 4 * 1024 * 1024  # unsent reply bytes before a connection stops being read
     allow: list[str] = field(default_factory=list)
+    # TLS on the main listener (--tls-cert/--tls-key; --tls-client-ca: mTLS); --plain-listen
+    # adds a plaintext listener ("HOST:PORT" or "unix:PATH") next to the TLS one
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    plain_listen: str | None = None
+    auth_token_file: str | None = None  # clients must send `auth <token>` first

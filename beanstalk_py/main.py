@@ -86,12 +86,27 @@ def drop_privileges(user: str) -> None:
 
 async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
-    server = Server(config)
+    from beanstalk_py import security
+
+    security.raise_fd_limit()  # before Server: its connection budget is derived from it
+    try:
+        server = Server(config)
+    except security.SecurityConfigError as exc:
+        raise StartupError(str(exc), 5) from None  # 5: the CLI's usage-error code
     server.ready = False
     try:
         await server.start(inherited_sockets(config))
     except OSError as exc:
         raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
+    metrics_srv = None
+    if config.metrics_addr:
+        # Bound before -u and before replay: /readyz answers 503 while the binlog replays.
+        from beanstalk_py.http import start_metrics_listener
+
+        try:
+            metrics_srv = await start_metrics_listener(server, config.metrics_addr)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"--metrics-addr: cannot listen: {exc}", EXIT_SOCKET) from exc
     if config.user:
         drop_privileges(config.user)
     stop = asyncio.Event()
@@ -112,6 +127,8 @@ async def serve(config: Config) -> int:
     await asyncio.wait([asyncio.ensure_future(stop.wait()), waiter], return_when="FIRST_COMPLETED")
     systemd.stopping()
     log.info("shutting down")
+    if metrics_srv is not None:
+        metrics_srv.close()
     await server.stop()
     if binlog is not None and not server.failed:
         try:

@@ -18,13 +18,16 @@ import contextlib
 import logging
 import math
 import socket
+import time
 from typing import Any, cast
 
-from beanstalk_py import listen
+from beanstalk_py import listen, security
 from beanstalk_py.clock import Clock, SystemClock
 from beanstalk_py.config import Config
 from beanstalk_py.engine import Engine
-from beanstalk_py.session import Session
+from beanstalk_py.metrics import BATCH_BUCKETS, BATCH_SAMPLE_MASK, FSYNC_BUCKETS, LatencyHistogram
+from beanstalk_py.session import Session, auth_session_class
+from beanstalk_py.trace import TracingSession
 
 WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
 
@@ -36,6 +39,7 @@ class Connection(asyncio.Protocol):
     """One client socket: bytes in to its Session, the Session's replies out."""
 
     __slots__ = (
+        "_cont",
         "_first",
         "_reading",
         "_write_blocked",
@@ -57,9 +61,12 @@ class Connection(asyncio.Protocol):
         self.name = ""
         self._first: bytes | None = b""  # opening bytes until we know whether this is HTTP
         self.http: Any = None  # an http.HttpHandler once the client spoke HTTP
+        self._cont = False  # a _continue is scheduled (output back-pressure)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tr = cast(asyncio.Transport, transport)  # uvloop's transports are no subclass of it
+        if not self.server.admit(tr):
+            return  # closed at accept (--max-connections, fd budget, --allow)
         self.transport = tr
         srv = self.server
         sock = transport.get_extra_info("socket")
@@ -67,11 +74,19 @@ class Connection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tr.set_write_buffer_limits(high=srv.config.output_limit)
-        sess = self.session = Session(srv.engine, srv.binlog)
+        # -VV: a Session that logs commands and replies, chosen once per connection so that
+        # without DEBUG the command path has no logging check at all.
+        cls = TracingSession if conn_log.isEnabledFor(logging.DEBUG) else Session
+        if srv.auth_token is not None:
+            cls = auth_session_class(srv.auth_token, cls)
+        sess = self.session = cls(srv.engine, srv.binlog)
         sess.conn = self
+        sess.set_output_limit(srv.config.output_limit)
         srv.conns.add(self)
         if conn_log.isEnabledFor(logging.INFO):
-            self.name = str(transport.get_extra_info("peername") or "unix")
+            peer = transport.get_extra_info("peername")
+            # host:port (IPv4 and IPv6 tuples alike), as log readers and parsers expect
+            self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
             conn_log.info("accept %s", self.name)
 
     def data_received(self, data: bytes) -> None:
@@ -96,7 +111,15 @@ class Connection(asyncio.Protocol):
             return
         sess = self.session
         assert sess is not None
-        sess.feed(data)
+        srv = self.server
+        srv.reads = reads = srv.reads + 1
+        if reads & BATCH_SAMPLE_MASK:
+            sess.feed(data)
+        else:
+            # One read in 64 is timed for /metrics; the others pay only the count above.
+            t0 = time.perf_counter()
+            sess.feed(data)
+            srv.batch_latency.observe(time.perf_counter() - t0)
         self.sync_reading()
         self.server.after_input()
         if sess.closed:
@@ -137,6 +160,7 @@ class Connection(asyncio.Protocol):
             and not sess.out
             and not sess.held
             and not sess.waiting
+            and not sess.blocked
             and self.transport is not None
         ):
             self.transport.close()
@@ -152,6 +176,7 @@ class Connection(asyncio.Protocol):
         want = (
             not self._write_blocked
             and not sess.closed
+            and not sess.blocked
             and not (sess.waiting and sess.buffered > WAIT_INPUT_LIMIT)
         )
         if want != self._reading:
@@ -169,14 +194,44 @@ class Connection(asyncio.Protocol):
         self._write_blocked = False
         if self.session is not None and not self.session.gone:
             self.sync_reading()
+            if self.session.blocked:
+                self._schedule_continue()
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+        if self.session is not None and self.session.blocked:
+            self._schedule_continue()
+
+    # Output back-pressure: a session stops parsing (``blocked``) once ``output_limit`` bytes
+    # of replies are pending, so one read of pipelined commands cannot produce unbounded
+    # output. It resumes (on a later loop turn, so other connections get theirs) after its
+    # replies were handed to the transport and the transport is not over its own limit.
+
+    def _schedule_continue(self) -> None:
+        if not self._cont:
+            self._cont = True
+            self.server.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        self._cont = False
+        sess = self.session
+        tr = self.transport
+        if sess is None or sess.gone or not sess.blocked or tr is None or tr.is_closing():
+            return
+        if self._write_blocked or sess.held:
+            return  # resume_writing / the fsync's write call us again
+        sess.feed(b"")
+        self.sync_reading()
+        self.server.after_input()
+        if sess.closed or self.eof:
+            self.maybe_close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         srv = self.server
         srv.conns.discard(self)
+        if self.http is not None:
+            self.http.close()
         if self.session is not None:
             self.session.close()
             if self.name:
@@ -221,6 +276,18 @@ class Server:
         self.ready = True  # False while the binlog replays: connections wait
         self._not_ready: list[tuple[Connection, bytes]] = []
         self.stopped: asyncio.Event | None = asyncio.Event()
+        # /metrics (metrics.py): reads parsed, a sampled timing of them, binlog fsync timing
+        self.reads = 0
+        self.batch_latency = LatencyHistogram(BATCH_BUCKETS)
+        self.fsync_latency = LatencyHistogram(FSYNC_BUCKETS)
+        # hardening (security.py): the accept gate, TLS on the main listener, token auth
+        self.gate = security.Gate(config.max_connections, config.allow)
+        self.ssl_context = security.tls_from_config(
+            config.tls_cert, config.tls_key, config.tls_client_ca
+        )
+        self.auth_token: bytes | None = None
+        if config.auth_token_file is not None:
+            self.auth_token = security.load_token(config.auth_token_file)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -242,21 +309,28 @@ class Server:
         """Listen on ``sockets`` (pre-bound, e.g. systemd's) or on the configured address."""
         loop = self.loop
         cfg = self.config
+        tls = self._tls()
         if sockets:
             for sock in sockets:
                 if sock.family == socket.AF_UNIX:
-                    srv = await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+                    srv = await loop.create_unix_server(
+                        self._protocol, sock=sock, backlog=1024, **tls
+                    )
                 else:
-                    srv = await loop.create_server(self._protocol, sock=sock, backlog=1024)
+                    srv = await loop.create_server(self._protocol, sock=sock, backlog=1024, **tls)
                 self.servers.append(srv)
         elif cfg.unix_path is not None:
             sock = listen.bind_unix(cfg.unix_path)
             self.servers.append(
-                await loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+                await loop.create_unix_server(self._protocol, sock=sock, backlog=1024, **tls)
             )
         else:
             sock = listen.bind_tcp(cfg.host, cfg.port)
-            self.servers.append(await loop.create_server(self._protocol, sock=sock, backlog=1024))
+            self.servers.append(
+                await loop.create_server(self._protocol, sock=sock, backlog=1024, **tls)
+            )
+        if cfg.plain_listen is not None:
+            self.servers.append(await self._listen_plain(cfg.plain_listen))
         for srv in self.servers:
             for sock in srv.sockets:
                 log.info("listening on %s", sock.getsockname())
@@ -265,6 +339,8 @@ class Server:
         """Start journaling to ``binlog`` (after replay, before serving commands)."""
         self.binlog = binlog
         self.engine.journal = binlog
+        if hasattr(binlog, "on_fsync"):
+            binlog.on_fsync = self.fsync_latency.observe  # called on the fsync worker thread
         self._always_sync = self.config.fsync_ms == 0
         for conn in self.conns:
             if conn.session is not None:
@@ -304,6 +380,33 @@ class Server:
 
     def _protocol(self) -> Connection:
         return Connection(self)
+
+    def _tls(self) -> dict[str, Any]:
+        """create_server arguments for the main listener: TLS when configured."""
+        if self.ssl_context is None:
+            return {}
+        return {"ssl": self.ssl_context, "ssl_handshake_timeout": security.TLS_HANDSHAKE_TIMEOUT}
+
+    async def _listen_plain(self, addr: str) -> asyncio.Server:
+        """The --plain-listen listener: ``HOST:PORT``, ``[V6]:PORT`` or ``unix:PATH``."""
+        if addr.startswith("unix:"):
+            sock = listen.bind_unix(addr[5:])
+            return await self.loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
+        host, port = security.split_host_port(addr)
+        sock = listen.bind_tcp(host, port)
+        return await self.loop.create_server(self._protocol, sock=sock, backlog=1024)
+
+    @property
+    def rejected_connections(self) -> int:
+        """Connections closed at accept (--max-connections, fd budget, --allow)."""
+        return self.gate.rejected
+
+    def admit(self, tr: asyncio.Transport) -> bool:
+        """Accept-time gate (on a TLS listener: once the handshake is done); False: closed."""
+        if self.gate.check(tr.get_extra_info("peername"), len(self.conns)):
+            return True
+        tr.close()
+        return False
 
     async def stop(self) -> None:
         """Stop accepting, write what is pending, close every connection."""

@@ -15,7 +15,12 @@ Framing (beanstalkd prot.c, with two fixes listed in the README's compatibility 
 
 from __future__ import annotations
 
+import functools
+import hmac
+import itertools
+import logging
 import re
+import sys
 from collections.abc import Callable
 
 from beanstalk_py import stats
@@ -56,6 +61,14 @@ INT_MAX = 0x7FFFFFFF
 BAD_FORMAT = b"BAD_FORMAT\r\n"
 UNKNOWN_COMMAND = b"UNKNOWN_COMMAND\r\n"
 NOT_FOUND = b"NOT_FOUND\r\n"
+INTERNAL_ERROR = b"INTERNAL_ERROR\r\n"
+UNAUTHORIZED = b"UNAUTHORIZED\r\n"
+AUTHENTICATED = b"AUTHENTICATED\r\n"
+
+OUTPUT_LIMIT = 4 * 1024 * 1024  # unsent reply bytes before a session stops parsing
+_OUT_CHECK_EVERY = 256  # reply chunks between two measurements of the pending output
+
+log = logging.getLogger("beanstalk_py.session")
 
 # read_u32/read_u64: skip spaces, then digits; the next number needs at least one space.
 _ONE = re.compile(rb" *(\d+)")
@@ -75,11 +88,14 @@ class Session:
     __slots__ = (
         "_body_chunks",
         "_buf",
+        "_counted",
         "_discard",
         "_need",
+        "_out_bytes",
         "_put",
         "_skipping",
         "binlog",
+        "blocked",
         "closed",
         "conn",
         "engine",
@@ -88,6 +104,8 @@ class Session:
         "is_producer",
         "is_worker",
         "out",
+        "out_check",
+        "out_limit",
         "reserved",
         "soon_at",
         "use",
@@ -121,6 +139,13 @@ class Session:
         self._discard = False  # the expected body is over the size limit
         self._body_chunks: list[bytes] = []
         self._put: tuple[int, int, int, int] = (0, 0, 0, 0)  # id, pri, delay, ttr
+        # Back-pressure: parsing stops (``blocked``) once ``out`` holds ``out_limit`` bytes;
+        # it is measured every few chunks (``out_check``), not on every reply.
+        self.blocked = False
+        self.out_limit = OUTPUT_LIMIT
+        self.out_check = _OUT_CHECK_EVERY
+        self._counted = 0  # chunks of ``out`` already summed into ``_out_bytes``
+        self._out_bytes = 0
         engine.cur_conns += 1
         engine.total_conns += 1
 
@@ -144,7 +169,28 @@ class Session:
     def take_output(self) -> bytes:
         data = b"".join(self.out)
         self.out.clear()
+        self._counted = self._out_bytes = 0
+        self.out_check = _OUT_CHECK_EVERY
         return data
+
+    def set_output_limit(self, limit: int) -> None:
+        """Stop parsing while ``limit`` bytes of replies are unsent (0: never stop)."""
+        self.out_limit = limit if limit > 0 else sys.maxsize
+
+    def _output_full(self) -> bool:
+        """Measure the pending output; True (and ``blocked``) once it reaches the limit."""
+        out = self.out
+        n = len(out)
+        size = self._out_bytes + sum(map(len, itertools.islice(out, self._counted, n)))
+        self._out_bytes = size
+        self._counted = n
+        if size >= self.out_limit:
+            self.blocked = True
+            return True
+        # Next look: before the remaining room could be overrun by more than a chunk or two.
+        room = (self.out_limit - size) // (self.engine.max_job_size + 64)
+        self.out_check = n + max(1, min(_OUT_CHECK_EVERY, room))
+        return False
 
     def close(self) -> None:
         """The connection is gone: return reserved jobs, leave tubes (idempotent)."""
@@ -157,6 +203,7 @@ class Session:
 
     def feed(self, data: bytes) -> None:
         """Consume ``data`` (``b""`` to resume after a wait), queueing replies."""
+        self.blocked = False
         if self._need:
             rest = self._feed_body(data)
             if rest is None:
@@ -167,9 +214,15 @@ class Session:
             self._buf = b""
         n = len(data)
         pos = 0
+        out = self.out
+        check = self.out_check
         while pos < n:
             if self.waiting or self.closed:
                 break
+            if len(out) >= check:
+                if self._output_full():
+                    break
+                check = self.out_check
             if self._skipping:
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
@@ -189,7 +242,10 @@ class Session:
                 break
             line = data[pos:eol]
             pos = eol + 2
-            self._command(line)
+            try:
+                self._command(line)
+            except Exception as exc:
+                self._internal_error(line, exc)
             if self._need:
                 avail = n - pos
                 need = self._need
@@ -197,7 +253,10 @@ class Session:
                     chunk = data[pos : pos + need]
                     pos += need
                     self._need = 0
-                    self._finish_put(chunk)
+                    try:
+                        self._finish_put(chunk)
+                    except Exception as exc:
+                        self._internal_error(b"put", exc)
                 else:
                     if not self._discard:
                         self._body_chunks.append(data[pos:])
@@ -218,8 +277,23 @@ class Session:
         chunks.append(data[:need])
         body = b"".join(chunks)
         chunks.clear()
-        self._finish_put(body)
+        try:
+            self._finish_put(body)
+        except Exception as exc:
+            self._internal_error(b"put", exc)
         return data[need:]
+
+    def _internal_error(self, line: bytes, exc: Exception) -> None:
+        """A handler failed: answer INTERNAL_ERROR, log one line (the traceback at DEBUG)."""
+        word = line.split(b" ", 1)[0][:32].decode("ascii", "replace")
+        log.error(
+            "INTERNAL_ERROR answering %r: %s: %s",
+            word,
+            type(exc).__name__,
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        self.deliver(INTERNAL_ERROR)
 
     def _finish_put(self, body: bytes) -> None:
         if self._discard:
@@ -570,3 +644,59 @@ _PREFIXED: tuple[tuple[bytes, Handler], ...] = (
     (b"quit", Session.cmd_quit),
     (b"pause-tube", Session.cmd_pause_tube),
 )
+
+
+class AuthSession(Session):
+    """A session that has not sent ``auth <token>`` yet (``--auth-token-file``).
+
+    Only ``auth`` (and ``quit``) do anything; every other command is answered UNAUTHORIZED and
+    the connection stays open. A ``put`` still has its body read (and dropped) so the
+    framing stays that of an authenticated session. A wrong token is answered UNAUTHORIZED and
+    the connection closes. Success turns the object into a plain ``Session``, so an
+    authenticated session (and any session when auth is off) pays nothing for this.
+    Each server makes its own subclass holding its token (``auth_session_class``).
+    """
+
+    __slots__ = ()
+    token: bytes = b""
+    authed_class: type[Session] = Session  # what the session becomes once authenticated
+
+    def _command(self, line: bytes) -> None:
+        if line.startswith(b"auth ") or line == b"auth":
+            if self.token and hmac.compare_digest(line[5:], self.token):
+                self.__class__ = self.authed_class  # type: ignore[assignment]
+                self.deliver(AUTHENTICATED)
+            else:
+                self.deliver(UNAUTHORIZED)
+                self.closed = True
+            return
+        if line.startswith(b"quit"):
+            self.closed = True
+            return
+        if line.startswith(b"put ") and b"\x00" not in line:
+            m = _FOUR.match(line, 4)
+            if m is not None and int(m[4]) <= U32 and max(int(m[1]), int(m[2]), int(m[3])) <= U32:
+                size = int(m[4])
+                if size > self.engine.max_job_size or m.end() == len(line):
+                    self._need = size + 2
+                    self._discard = True  # answered once the body is read (_finish_put)
+                    return
+        self.deliver(UNAUTHORIZED)
+
+    def _finish_put(self, body: bytes) -> None:
+        self._discard = False
+        self._body_chunks.clear()
+        self.deliver(UNAUTHORIZED)
+
+
+@functools.lru_cache(maxsize=16)
+def auth_session_class(token: bytes, authed_class: type[Session] = Session) -> type[Session]:
+    """A Session class whose instances must send ``auth <token>`` first.
+
+    ``authed_class`` (``Session`` or a subclass without slots of its own, such as the -VV
+    tracing session) is what they turn into once authenticated.
+    """
+    if not token:
+        raise ValueError("empty auth token")
+    attrs = {"__slots__": (), "token": token, "authed_class": authed_class}
+    return type("AuthSession", (AuthSession,), attrs)

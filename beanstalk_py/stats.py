@@ -40,39 +40,63 @@ def _uname() -> tuple[str, str, str]:
     return u.nodename, u.version, u.machine
 
 
+def server_counts(engine: Engine) -> list[tuple[str, int]]:
+    """The integer fields of ``stats`` from current-jobs-urgent to total-connections, in order.
+
+    ``/metrics`` exports these same pairs, so the two views cannot disagree.
+    """
+    pairs = [
+        ("current-jobs-urgent", engine.urgent_ct),
+        ("current-jobs-ready", engine.ready_ct),
+        ("current-jobs-reserved", engine.reserved_ct),
+        ("current-jobs-delayed", engine.delayed_ct),
+        ("current-jobs-buried", engine.buried_ct),
+    ]
+    pairs += [(f"cmd-{name}", n) for name, n in zip(OP_NAMES, engine.ops, strict=True)]
+    pairs += [
+        ("job-timeouts", engine.job_timeouts),
+        ("total-jobs", engine.total_jobs),
+        ("max-job-size", engine.max_job_size),
+        ("current-tubes", len(engine.tubes)),
+        ("current-connections", engine.cur_conns),
+        ("current-producers", engine.producers),
+        ("current-workers", engine.workers),
+        ("current-waiting", engine.waiting_ct),
+        ("total-connections", engine.total_conns),
+    ]
+    return pairs
+
+
+def binlog_counts(binlog: object, binlog_max_size: int) -> list[tuple[str, int]]:
+    """The binlog-* fields of ``stats`` in order (zeros without ``-b``)."""
+    b = binlog if binlog is not None else BinlogStats
+    return [
+        ("binlog-oldest-index", getattr(b, "oldest_index", 0)),
+        ("binlog-current-index", getattr(b, "current_index", 0)),
+        ("binlog-records-migrated", getattr(b, "records_migrated", 0)),
+        ("binlog-records-written", getattr(b, "records_written", 0)),
+        ("binlog-max-size", binlog_max_size),
+    ]
+
+
+def uptime(engine: Engine) -> int:
+    return int(engine.clock.now() - engine.started)
+
+
 def server_stats(engine: Engine, binlog: object, binlog_max_size: int) -> bytes:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     hostname, osver, machine = _uname()
-    b = binlog if binlog is not None else BinlogStats
-    lines = [
-        "---",
-        f"current-jobs-urgent: {engine.urgent_ct}",
-        f"current-jobs-ready: {engine.ready_ct}",
-        f"current-jobs-reserved: {engine.reserved_ct}",
-        f"current-jobs-delayed: {engine.delayed_ct}",
-        f"current-jobs-buried: {engine.buried_ct}",
-    ]
-    lines += [f"cmd-{name}: {n}" for name, n in zip(OP_NAMES, engine.ops, strict=True)]
+    lines = ["---"]
+    lines += [f"{key}: {n}" for key, n in server_counts(engine)]
     lines += [
-        f"job-timeouts: {engine.job_timeouts}",
-        f"total-jobs: {engine.total_jobs}",
-        f"max-job-size: {engine.max_job_size}",
-        f"current-tubes: {len(engine.tubes)}",
-        f"current-connections: {engine.cur_conns}",
-        f"current-producers: {engine.producers}",
-        f"current-workers: {engine.workers}",
-        f"current-waiting: {engine.waiting_ct}",
-        f"total-connections: {engine.total_conns}",
         f"pid: {os.getpid()}",
         f'version: "{VERSION}"',
         f"rusage-utime: {_timeval(ru.ru_utime)}",
         f"rusage-stime: {_timeval(ru.ru_stime)}",
-        f"uptime: {int(engine.clock.now() - engine.started)}",
-        f"binlog-oldest-index: {getattr(b, 'oldest_index', 0)}",
-        f"binlog-current-index: {getattr(b, 'current_index', 0)}",
-        f"binlog-records-migrated: {getattr(b, 'records_migrated', 0)}",
-        f"binlog-records-written: {getattr(b, 'records_written', 0)}",
-        f"binlog-max-size: {binlog_max_size}",
+        f"uptime: {uptime(engine)}",
+    ]
+    lines += [f"{key}: {n}" for key, n in binlog_counts(binlog, binlog_max_size)]
+    lines += [
         f"draining: {'true' if engine.draining else 'false'}",
         f"id: {engine.instance_id}",
         f'hostname: "{hostname}"',
@@ -94,25 +118,48 @@ def _trunc(seconds: float) -> int:
     return int(seconds)
 
 
-def tube_stats(engine: Engine, t: Tube) -> bytes:
-    now = engine.clock.now()
+# The integer fields of stats-tube after ``name``, in order (see tube_counts).
+TUBE_KEYS = (
+    "current-jobs-urgent",
+    "current-jobs-ready",
+    "current-jobs-reserved",
+    "current-jobs-delayed",
+    "current-jobs-buried",
+    "total-jobs",
+    "current-using",
+    "current-watching",
+    "current-waiting",
+    "cmd-delete",
+    "cmd-pause-tube",
+    "pause",
+    "pause-time-left",
+)
+
+
+def tube_counts(t: Tube, now: float) -> tuple[int, ...]:
+    """The values of ``TUBE_KEYS`` for ``t`` at monotonic time ``now`` (also used by /metrics)."""
     paused = t.pause_until > now
-    body = (
-        "---\n"
-        f'name: "{t.name}"\n'
-        f"current-jobs-urgent: {t.urgent_ct}\n"
-        f"current-jobs-ready: {t.ready_ct}\n"
-        f"current-jobs-reserved: {t.reserved_ct}\n"
-        f"current-jobs-delayed: {t.delayed_ct}\n"
-        f"current-jobs-buried: {len(t.buried)}\n"
-        f"total-jobs: {t.total_jobs}\n"
-        f"current-using: {t.using_ct}\n"
-        f"current-watching: {t.watching_ct}\n"
-        f"current-waiting: {len(t.waiting)}\n"
-        f"cmd-delete: {t.cmd_delete}\n"
-        f"cmd-pause-tube: {t.cmd_pause_tube}\n"
-        f"pause: {t.pause if paused else 0}\n"
-        f"pause-time-left: {_trunc(t.pause_until - now) if paused else 0}\n"
+    return (
+        t.urgent_ct,
+        t.ready_ct,
+        t.reserved_ct,
+        t.delayed_ct,
+        len(t.buried),
+        t.total_jobs,
+        t.using_ct,
+        t.watching_ct,
+        len(t.waiting.items),  # the list itself: SwapList.__len__ is a Python call
+        t.cmd_delete,
+        t.cmd_pause_tube,
+        t.pause if paused else 0,
+        _trunc(t.pause_until - now) if paused else 0,
+    )
+
+
+def tube_stats(engine: Engine, t: Tube) -> bytes:
+    values = tube_counts(t, engine.clock.now())
+    body = f'---\nname: "{t.name}"\n' + "".join(
+        f"{key}: {n}\n" for key, n in zip(TUBE_KEYS, values, strict=True)
     )
     return frame(body)
 

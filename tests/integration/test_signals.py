@@ -1,0 +1,205 @@
+"""The process as operators run it: ``python -m beanstalk_py`` under SIGTERM and SIGUSR1.
+
+Covers graceful shutdown (exit 0, in-flight clients answered), drain mode, durability of every
+acknowledged put across a SIGTERM under load (with ``-b``), the fsync histogram, ``-VV`` command
+lines, ``--metrics-addr`` and the healthcheck module against our server. Every wait is bounded
+and every child is reaped (``ServerProcess.stop`` kills what did not exit).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support.servers import ServerProcess, free_port, ours_argv, ours_env
+
+from beanstalk_py import healthcheck
+
+TIMEOUT = 5.0
+ServerProcessFactory = Callable[..., ServerProcess]
+
+
+def binlog_available() -> bool:
+    try:
+        from beanstalk_py.binlog import Binlog  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture
+def start() -> Iterator[ServerProcessFactory]:
+    procs: list[ServerProcess] = []
+
+    def factory(*extra: str) -> ServerProcess:
+        proc = ServerProcess(ours_argv(*extra), env=ours_env())
+        procs.append(proc)
+        return proc.start()
+
+    yield factory
+    for proc in procs:
+        proc.stop()
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+
+def call(sock: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` and read one reply line."""
+    sock.sendall(data)
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def wait_exit(proc: ServerProcess) -> int:
+    assert proc.proc is not None
+    try:
+        return int(proc.proc.wait(TIMEOUT))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"server did not exit within {TIMEOUT}s:\n{proc.output()}")
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    with connect(port) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def until(pred: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_sigterm_exits_0_and_answers_first(start: ServerProcessFactory) -> None:
+    proc = start()
+    with connect(proc.port) as c:
+        assert call(c, b"put 0 0 10 2\r\nhi\r\n") == b"INSERTED 1\r\n"
+        c.sendall(b"put 0 0 10 2\r\nho\r\n")
+        proc.send_signal(signal.SIGTERM)
+        got = b""
+        while chunk := c.recv(4096):  # the reply (if read in time), then EOF, never a hang
+            got += chunk
+        assert got in (b"", b"INSERTED 2\r\n")
+    assert wait_exit(proc) == 0
+    assert "Traceback" not in proc.output()
+
+
+def test_sigusr1_drains(start: ServerProcessFactory) -> None:
+    metrics_port = free_port()
+    proc = start("--metrics-addr", f"127.0.0.1:{metrics_port}")
+    assert http_get(metrics_port, "/readyz")[0] == 200
+    assert healthcheck.main([f"127.0.0.1:{proc.port}"]) == 0
+    with connect(proc.port) as c:
+        assert call(c, b"put 0 0 10 1\r\na\r\n") == b"INSERTED 1\r\n"
+        proc.send_signal(signal.SIGUSR1)
+        until(lambda: call(c, b"put 0 0 10 1\r\nb\r\n") == b"DRAINING\r\n", "DRAINING")
+        assert call(c, b"reserve-with-timeout 0\r\n").startswith(b"RESERVED 1 1\r\n")
+    assert http_get(metrics_port, "/readyz") == (503, b"draining\n")
+    assert http_get(proc.port, "/healthz") == (200, b"ok\n")
+    status, body = http_get(metrics_port, "/metrics")
+    assert status == 200 and b"\nbeanstalkd_draining 1.0\n" in body
+    assert healthcheck.main([f"127.0.0.1:{proc.port}"]) == 0  # draining is healthy
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc) == 0
+
+
+def test_vv_logs_commands_and_replies_without_bodies(start: ServerProcessFactory) -> None:
+    proc = start("-VV")
+    with connect(proc.port) as c:
+        assert call(c, b"put 0 0 10 10\r\nSECRETBODY\r\n") == b"INSERTED 1\r\n"
+        reply = call(c, b"reserve\r\n")
+        assert reply.startswith(b"RESERVED 1 10\r\n")
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc) == 0
+    out = proc.output()
+    assert re.search(r"cmd=put\b", out), out
+    assert 'reply="INSERTED 1"' in out
+    assert 'reply="RESERVED 1 10"' in out
+    assert "accept " in out and "close " in out and "shutting down" in out
+    assert "SECRETBODY" not in out
+
+
+def test_default_verbosity_is_quiet(start: ServerProcessFactory) -> None:
+    proc = start()
+    with connect(proc.port) as c:
+        assert call(c, b"put 0 0 10 1\r\nx\r\n") == b"INSERTED 1\r\n"
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc) == 0
+    assert "cmd=" not in proc.output() and "accept" not in proc.output()
+
+
+@pytest.mark.skipif(not binlog_available(), reason="beanstalk_py.binlog not available")
+def test_sigterm_under_load_keeps_every_acknowledged_job(
+    start: ServerProcessFactory, tmp_path: Path
+) -> None:
+    proc = start("-b", str(tmp_path))
+    acked: list[list[int]] = [[] for _ in range(4)]
+    started = threading.Barrier(len(acked) + 1)
+
+    def producer(out: list[int]) -> None:
+        # Pipelined puts; stop at EOF/reset (the server is shutting down).
+        with connect(proc.port) as c:
+            started.wait(TIMEOUT)
+            buf = b""
+            try:
+                while True:
+                    c.sendall(b"put 0 0 60 4\r\nwork\r\n" * 20)
+                    while buf.count(b"\r\n") < 20:
+                        chunk = c.recv(65536)
+                        if not chunk:
+                            raise ConnectionError
+                        buf += chunk
+                    lines = buf.split(b"\r\n")
+                    buf = b"\r\n".join(lines[20:])
+                    out.extend(int(line.split()[1]) for line in lines[:20])
+            except OSError:
+                pass
+            # Replies that arrived before the close count too.
+            out.extend(int(m) for m in re.findall(rb"INSERTED (\d+)\r\n", buf))
+
+    threads = [threading.Thread(target=producer, args=(out,)) for out in acked]
+    for t in threads:
+        t.start()
+    started.wait(TIMEOUT)
+    until(lambda: sum(map(len, acked)) >= 200, "200 acknowledged puts")
+    proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(TIMEOUT)
+        assert not t.is_alive()
+    assert wait_exit(proc) == 0, proc.output()
+    ids = sorted(i for out in acked for i in out)
+    assert len(ids) == len(set(ids)) >= 200
+
+    proc2 = start("-b", str(tmp_path), "-f", "0")
+    with connect(proc2.port) as c:
+        missing = [i for i in ids if not call(c, b"peek %d\r\n" % i).startswith(b"FOUND ")]
+        assert not missing, f"{len(missing)} acknowledged jobs lost, e.g. {missing[:5]}"
+        # -f 0: the reply waits for its fsync, so the histogram has an observation by now.
+        assert call(c, b"put 0 0 10 1\r\nz\r\n").startswith(b"INSERTED ")
+    status, body = http_get(proc2.port, "/metrics")
+    assert status == 200
+    count = re.search(rb"\nbeanstalkd_binlog_fsync_duration_seconds_count (\S+)\n", body)
+    assert count is not None and float(count[1]) >= 1
+    written = re.search(rb"\nbeanstalkd_binlog_write_bytes_total (\S+)\n", body)
+    assert written is not None and float(written[1]) > 0
+    assert re.search(rb"\nbeanstalkd_binlog_replay_duration_seconds \S+\n", body)
