@@ -210,7 +210,7 @@ class Engine:
             elif kind == T_TTR:
                 assert isinstance(obj, Job)
                 self._ttr_expired(obj)
-            elif kind == T_WAIT or kind == T_SOON:
+            elif kind in (T_WAIT, T_SOON):
                 self._stop_waiting(obj)  # type: ignore[arg-type]
                 obj.deliver(self._wait_over(obj, now))  # type: ignore[arg-type,attr-defined]
             else:
