@@ -26,7 +26,7 @@ from beanstalk_py.clock import Clock, SystemClock
 from beanstalk_py.config import Config
 from beanstalk_py.engine import Engine
 from beanstalk_py.metrics import BATCH_BUCKETS, BATCH_SAMPLE_MASK, FSYNC_BUCKETS, LatencyHistogram
-from beanstalk_py.session import Session, auth_session_class
+from beanstalk_py.session import Session
 from beanstalk_py.trace import TracingSession
 
 WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
@@ -77,9 +77,7 @@ class Connection(asyncio.Protocol):
         # -VV: a Session that logs commands and replies, chosen once per connection so that
         # without DEBUG the command path has no logging check at all.
         cls = TracingSession if conn_log.isEnabledFor(logging.DEBUG) else Session
-        if srv.auth_token is not None:
-            cls = auth_session_class(srv.auth_token, cls)
-        sess = self.session = cls(srv.engine, srv.binlog)
+        sess = self.session = cls(srv.engine, srv.binlog, srv.auth_token)
         sess.conn = self
         sess.set_output_limit(srv.config.output_limit)
         srv.conns.add(self)

@@ -15,7 +15,6 @@ Framing (beanstalkd prot.c, with two fixes listed in the README's compatibility 
 
 from __future__ import annotations
 
-import functools
 import hmac
 import itertools
 import logging
@@ -99,6 +98,7 @@ class Session:
         "closed",
         "conn",
         "engine",
+        "gate",
         "gone",
         "held",
         "is_producer",
@@ -114,8 +114,13 @@ class Session:
         "watch",
     )
 
-    def __init__(self, engine: Engine, binlog: object = None) -> None:
+    def __init__(
+        self, engine: Engine, binlog: object = None, auth_token: bytes | None = None
+    ) -> None:
         self.engine = engine
+        # --auth-token-file: the token this session must send first; None once authenticated
+        # (or when auth is off), so the check costs one attribute test per command.
+        self.gate = auth_token
         self.binlog = binlog  # only read by `stats`
         self.out: list[bytes] = []
         self.closed = False  # quit was received or the connection ended: parse nothing more
@@ -299,7 +304,7 @@ class Session:
         if self._discard:
             self._discard = False
             self._body_chunks.clear()
-            self.deliver(b"JOB_TOO_BIG\r\n")
+            self.deliver(UNAUTHORIZED if self.gate is not None else b"JOB_TOO_BIG\r\n")
             return
         job_id, pri, delay, ttr = self._put
         if body[-2:] != b"\r\n":
@@ -312,6 +317,9 @@ class Session:
         self.deliver(engine.put(self, job_id, pri, delay, ttr, body))
 
     def _command(self, line: bytes) -> None:
+        if self.gate is not None:
+            self._gated(line)
+            return
         if b"\x00" in line:
             self.deliver(BAD_FORMAT)
             return
@@ -326,6 +334,37 @@ class Session:
                 handler(self, line[len(prefix) :])
                 return
         self.deliver(UNKNOWN_COMMAND)
+
+    def _gated(self, line: bytes) -> None:
+        """A command before ``auth <token>`` (``--auth-token-file``).
+
+        Only ``auth`` (and ``quit``) do anything; every other command is answered UNAUTHORIZED
+        and the connection stays open. A ``put`` still has its body read (and dropped) so the
+        framing stays that of an authenticated session. A wrong token is answered
+        UNAUTHORIZED and the connection closes.
+        """
+        gate = self.gate
+        assert gate is not None
+        if line.startswith(b"auth ") or line == b"auth":
+            if hmac.compare_digest(line[5:], gate):
+                self.gate = None
+                self.deliver(AUTHENTICATED)
+            else:
+                self.deliver(UNAUTHORIZED)
+                self.closed = True
+            return
+        if line.startswith(b"quit"):
+            self.closed = True
+            return
+        if line.startswith(b"put ") and b"\x00" not in line:
+            m = _FOUR.match(line, 4)
+            if m is not None and int(m[4]) <= U32 and max(int(m[1]), int(m[2]), int(m[3])) <= U32:
+                size = int(m[4])
+                if size > self.engine.max_job_size or m.end() == len(line):
+                    self._need = size + 2
+                    self._discard = True  # answered once the body is read (_finish_put)
+                    return
+        self.deliver(UNAUTHORIZED)
 
     # --- commands ---------------------------------------------------------------------
 
@@ -644,59 +683,3 @@ _PREFIXED: tuple[tuple[bytes, Handler], ...] = (
     (b"quit", Session.cmd_quit),
     (b"pause-tube", Session.cmd_pause_tube),
 )
-
-
-class AuthSession(Session):
-    """A session that has not sent ``auth <token>`` yet (``--auth-token-file``).
-
-    Only ``auth`` (and ``quit``) do anything; every other command is answered UNAUTHORIZED and
-    the connection stays open. A ``put`` still has its body read (and dropped) so the
-    framing stays that of an authenticated session. A wrong token is answered UNAUTHORIZED and
-    the connection closes. Success turns the object into a plain ``Session``, so an
-    authenticated session (and any session when auth is off) pays nothing for this.
-    Each server makes its own subclass holding its token (``auth_session_class``).
-    """
-
-    __slots__ = ()
-    token: bytes = b""
-    authed_class: type[Session] = Session  # what the session becomes once authenticated
-
-    def _command(self, line: bytes) -> None:
-        if line.startswith(b"auth ") or line == b"auth":
-            if self.token and hmac.compare_digest(line[5:], self.token):
-                self.__class__ = self.authed_class  # type: ignore[assignment]
-                self.deliver(AUTHENTICATED)
-            else:
-                self.deliver(UNAUTHORIZED)
-                self.closed = True
-            return
-        if line.startswith(b"quit"):
-            self.closed = True
-            return
-        if line.startswith(b"put ") and b"\x00" not in line:
-            m = _FOUR.match(line, 4)
-            if m is not None and int(m[4]) <= U32 and max(int(m[1]), int(m[2]), int(m[3])) <= U32:
-                size = int(m[4])
-                if size > self.engine.max_job_size or m.end() == len(line):
-                    self._need = size + 2
-                    self._discard = True  # answered once the body is read (_finish_put)
-                    return
-        self.deliver(UNAUTHORIZED)
-
-    def _finish_put(self, body: bytes) -> None:
-        self._discard = False
-        self._body_chunks.clear()
-        self.deliver(UNAUTHORIZED)
-
-
-@functools.lru_cache(maxsize=16)
-def auth_session_class(token: bytes, authed_class: type[Session] = Session) -> type[Session]:
-    """A Session class whose instances must send ``auth <token>`` first.
-
-    ``authed_class`` (``Session`` or a subclass without slots of its own, such as the -VV
-    tracing session) is what they turn into once authenticated.
-    """
-    if not token:
-        raise ValueError("empty auth token")
-    attrs = {"__slots__": (), "token": token, "authed_class": authed_class}
-    return type("AuthSession", (AuthSession,), attrs)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.engine import Engine
 from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
-from beanstalk_py.session import Session, auth_session_class
+from beanstalk_py.session import Session
 
 REPLY_HEADS = (
     b"INSERTED ",
@@ -240,8 +240,7 @@ def test_tiny_output_limit_loses_nothing(data: bytes, cuts: list[int]) -> None:
 @given(streams)
 def test_unauthenticated_sessions_never_touch_the_engine(data: bytes) -> None:
     e = Engine(ManualClock(), max_job_size=30)
-    cls = auth_session_class(b"tok")
-    s = cls(e)
+    s = Session(e, auth_token=b"tok")
     s.feed(data.replace(b"auth tok\r\n", b""))
     out = s.take_output()
     check_replies(out)
