@@ -21,15 +21,6 @@ if TYPE_CHECKING:
 VERSION = "1.13"  # the protocol version clients see (beanstalk-py's own is in __version__)
 
 
-class BinlogStats:
-    """What the stats command shows of the binlog; a Binlog provides the same attributes."""
-
-    oldest_index = 0
-    current_index = 0
-    records_migrated = 0
-    records_written = 0
-
-
 def frame(body: str) -> bytes:
     data = body.encode("utf-8", "surrogateescape")
     return b"OK %d\r\n%s\r\n" % (len(data), data)
@@ -69,12 +60,12 @@ def server_counts(engine: Engine) -> list[tuple[str, int]]:
 
 def binlog_counts(binlog: object, binlog_max_size: int) -> list[tuple[str, int]]:
     """The binlog-* fields of ``stats`` in order (zeros without ``-b``)."""
-    b = binlog if binlog is not None else BinlogStats
+    # Without -b every binlog field is 0, as in beanstalkd (a Binlog has these attributes).
     return [
-        ("binlog-oldest-index", getattr(b, "oldest_index", 0)),
-        ("binlog-current-index", getattr(b, "current_index", 0)),
-        ("binlog-records-migrated", getattr(b, "records_migrated", 0)),
-        ("binlog-records-written", getattr(b, "records_written", 0)),
+        ("binlog-oldest-index", getattr(binlog, "oldest_index", 0)),
+        ("binlog-current-index", getattr(binlog, "current_index", 0)),
+        ("binlog-records-migrated", getattr(binlog, "records_migrated", 0)),
+        ("binlog-records-written", getattr(binlog, "records_written", 0)),
         ("binlog-max-size", binlog_max_size),
     ]
 

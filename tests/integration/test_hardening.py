@@ -297,17 +297,28 @@ def test_allow_list_matching() -> None:
 # --- robustness ------------------------------------------------------------------------------
 
 
-async def test_unexpected_handler_error_answers_internal_error(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from beanstalk_py.engine import Engine
+class _BuggyJournal:
+    """A journal seam whose update() fails in an unexpected way (a bug, not an I/O error)."""
 
-    def boom(self: Engine, job_id: int) -> bytes:
+    pending = False
+
+    def put(self, job: object) -> bool:
+        return True
+
+    def update(self, job: object) -> bool:
         raise RuntimeError("simulated bug")
 
+    def delete(self, job: object) -> None:
+        return None
+
+
+async def test_unexpected_handler_error_answers_internal_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with running() as srv:
+        srv.engine.journal = _BuggyJournal()
         r, w = await connect(srv.port)
-        monkeypatch.setattr(Engine, "kick_job", boom)
+        assert await ask(r, w, b"put 0 100 1 1\r\nx\r\n") == b"INSERTED 1\r\n"
         assert await ask(r, w, b"kick-job 1\r\n") == b"INTERNAL_ERROR\r\n"
         assert await ask(r, w, b"list-tube-used\r\n") == b"USING default\r\n"
         w.close()

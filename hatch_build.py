@@ -1,0 +1,49 @@
+"""Build hook: compile the protocol core with mypyc for regular installs.
+
+* ``pip install .`` (a standard wheel) compiles ``CORE`` with mypyc; if the compiler or mypyc
+  is unavailable it warns and installs the pure-Python package instead.
+* Editable installs (``pip install -e .``) and ``BEANSTALK_PY_PURE=1`` stay pure Python, so a
+  source edit is never shadowed by a stale extension module.
+* The extension modules mypyc builds in the source tree are removed once the wheel holds them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hatch_mypyc.plugin import MypycBuildHook
+
+CORE = [
+    "beanstalk_py/job.py",
+    "beanstalk_py/tube.py",
+    "beanstalk_py/engine.py",
+    "beanstalk_py/session.py",
+    "beanstalk_py/stats.py",
+    "beanstalk_py/trace.py",
+]
+
+
+class CompiledCoreHook(MypycBuildHook):  # type: ignore[misc]
+    PLUGIN_NAME = "custom"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.setdefault("include", CORE)
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        if version == "editable" or os.environ.get("BEANSTALK_PY_PURE") == "1":
+            self.clean([version])
+            return
+        try:
+            super().initialize(version, build_data)
+        except Exception as exc:  # no compiler, no headers, mypyc error: stay pure
+            self.app.display_warning(f"beanstalk-py: mypyc build failed, using pure Python: {exc}")
+            self.clean([version])
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        self.clean([version])
+
+
+def get_build_hook() -> type[CompiledCoreHook]:
+    return CompiledCoreHook
