@@ -621,3 +621,115 @@ class Engine:
         else:
             self._make_ready(job)
         return job
+
+    def restore_many(
+        self, jobs: dict[int, Job], tubes: list[Tube], buried: list[Job], next_id: int
+    ) -> None:
+        """Adopt the jobs a binlog replay built, in bulk (no journal calls, no counters of
+        this run such as total-jobs).
+
+        ``jobs`` holds every job by id with its final state: READY, BURIED, or DELAYED with
+        ``deadline`` on this engine's clock (a passed one comes back ready). Each job's
+        ``tube`` is one of ``tubes``; a tube whose name the engine already knows is merged
+        into the engine's own, the others are adopted if they hold a job. ``buried`` lists
+        the buried jobs in bury order. Ready ids are appended per (tube, pri) and heapified
+        once, delayed entries and their timers likewise."""
+        remap: dict[Tube, Tube] = {}
+        for t in tubes:
+            known = self.tubes.get(t.name)
+            if known is not None and known is not t:
+                remap[t] = known
+        if self.jobs:
+            self.jobs.update(jobs)
+        else:
+            self.jobs = jobs
+        now = self.clock.now()
+        ready: dict[Tube, dict[int, list[int]]] = {}
+        delayed: dict[Tube, list[tuple[float, int]]] = {}
+        timers = self.timers
+        seq = self._seq
+        body_bytes = 0
+        last_tube: Tube | None = None
+        last_pri = -1
+        level: list[int] = []
+        for job in jobs.values():
+            body_bytes += len(job.body)
+            t = job.tube
+            if remap and t in remap:
+                t = job.tube = remap[t]
+            state = job.state
+            if state == DELAYED:
+                deadline = job.deadline
+                if deadline > now:
+                    entries = delayed.get(t)
+                    if entries is None:
+                        entries = delayed[t] = []
+                    entries.append((deadline, job.id))
+                    timers.append((deadline, next(seq), T_DELAY, job))
+                    continue
+                job.state = READY
+            elif state != READY:
+                continue  # BURIED: below, in bury order
+            pri = job.pri
+            if pri != last_pri or t is not last_tube:
+                levels = ready.get(t)
+                if levels is None:
+                    levels = ready[t] = {}
+                found = levels.get(pri)
+                if found is None:
+                    found = levels[pri] = []
+                level = found
+                last_tube = t
+                last_pri = pri
+            level.append(job.id)
+        self.body_bytes += body_bytes
+        used: set[Tube] = set()
+        for t, levels in ready.items():
+            used.add(t)
+            n = urgent = 0
+            for pri, ids in levels.items():
+                k = len(ids)
+                have = t.ready.get(pri)
+                if have is None:
+                    t.ready[pri] = ids
+                    t.ready_pris.append(pri)
+                else:
+                    have.extend(ids)
+                    ids = have
+                heapq.heapify(ids)
+                n += k
+                if pri < URGENT_THRESHOLD:
+                    urgent += k
+            heapq.heapify(t.ready_pris)
+            t.ready_entries += n
+            t.ready_ct += n
+            t.urgent_ct += urgent
+            t.jobs_ct += n
+            self.ready_ct += n
+            self.urgent_ct += urgent
+        for t, entries in delayed.items():
+            used.add(t)
+            t.delayed.extend(entries)
+            heapq.heapify(t.delayed)
+            t.delayed_ct += len(entries)
+            t.jobs_ct += len(entries)
+            self.delayed_ct += len(entries)
+        if delayed:
+            heapq.heapify(timers)
+        for job in buried:
+            t = job.tube
+            if remap and t in remap:
+                t = job.tube = remap[t]
+            used.add(t)
+            job.state = BURIED
+            t.buried[job.id] = job
+            t.jobs_ct += 1
+            self.buried_ct += 1
+        for t in tubes:  # adopt the new tubes that hold jobs, in the replay's order
+            if t in used and t.name not in self.tubes:
+                self.tubes[t.name] = t
+                self.tube_list.append(t)
+        self.next_id = max(self.next_id, next_id)
+        waiting = [t for t in ready if t.waiting.items]
+        if waiting:
+            self._offer_many(waiting)

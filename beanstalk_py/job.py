@@ -35,6 +35,7 @@ class Job:
         "file",
         "id",
         "kicks",
+        "log_meta",
         "pri",
         "releases",
         "reserver",
@@ -64,6 +65,9 @@ class Job:
         self.kicks = 0
         self.reserver: Any = None  # the Session holding it while reserved
         self.file = 0  # binlog file number holding the latest full record (stats-job "file")
+        # binlog bookkeeping (binlog/writer.py): bury sequence << 33 | segment of the latest
+        # UPDATE record << 1 | "older FULL copies exist"; 0 for a job never updated.
+        self.log_meta = 0
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {STATE_NAMES.get(self.state, 'deleted')} pri={self.pri}>"

@@ -3,6 +3,9 @@
 The order is beanstalkd's (main.c): the socket is bound first, so clients can connect while
 the binlog replays (they wait until it is done), then ``-u`` drops privileges *before* the
 binlog is opened, so its files belong to the unprivileged user.
+Binlog replay: the segment files are read and the ``Job`` objects built in a worker thread
+(``/readyz`` answers 503 meanwhile); the engine is filled in bulk on the loop thread
+(``Server.restore`` -> ``Engine.restore_many``), then commands are served.
 SIGTERM/SIGINT stop gracefully: stop accepting, answer what is in flight, write and fsync the
 binlog, exit 0 (also as PID 1). SIGUSR1 turns on drain mode.
 """
@@ -14,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 from beanstalk_py.config import Config
@@ -165,16 +169,21 @@ async def open_binlog(server: Server, config: Config) -> Any:
         raise StartupError(
             f"cannot open binlog in {config.binlog_dir}: {exc}", EXIT_BINLOG
         ) from exc
-    # Reading the files happens on a worker thread so /readyz keeps answering meanwhile.
-    result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay)
+    # Reading the files and building the Job objects happens on a worker thread, so /readyz
+    # keeps answering (503) meanwhile; it only reads a snapshot of the engine's tubes. The
+    # engine is then filled in bulk on the loop thread (server.restore -> restore_many).
+    tubes = dict(server.engine.tubes)
+    result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay, tubes)
     for warning in result.warnings:
         log.warning("binlog: %s", warning)
+    t0 = time.perf_counter()
     server.attach_binlog(binlog)
     server.restore(result)
     log.info(
-        "binlog replayed: %d jobs in %.3f s, next id %d",
-        len(result.jobs),
+        "binlog replayed: %d jobs in %.3f s (+ %.3f s restore), next id %d",
+        result.count,
         result.duration,
+        time.perf_counter() - t0,
         result.next_id,
     )
     return binlog

@@ -345,26 +345,12 @@ class Server:
                 conn.session.binlog = binlog
 
     def restore(self, result: Any) -> None:
-        """Load the jobs a binlog replay produced into the engine."""
-        engine = self.engine
-        restored = getattr(self.binlog, "restored", None)
-        for rj in result.jobs:
-            job = engine.restore(
-                rj.id,
-                rj.tube,
-                rj.pri,
-                rj.delay,
-                rj.ttr,
-                rj.body,
-                rj.created,
-                rj.state,
-                rj.deadline_wall,
-                (rj.reserves, rj.timeouts, rj.releases, rj.buries, rj.kicks),
-                rj.file,
-            )
-            if restored is not None:
-                restored(job)  # lets compaction keep job.file current
-        engine.next_id = max(engine.next_id, result.next_id)
+        """Load the jobs a binlog replay built (``ReplayResult``) into the engine, in bulk.
+
+        Run on the loop thread; the replay itself may have run in a worker thread. The jobs
+        are the binlog's own bookkeeping too (``job.file``, ``job.log_meta``), so nothing
+        has to be linked back."""
+        self.engine.restore_many(result.by_id, result.tubes, result.buried, result.next_id)
 
     def set_ready(self) -> None:
         """Replay is over: serve the connections that arrived meanwhile."""

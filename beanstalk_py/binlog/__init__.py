@@ -13,7 +13,8 @@ fsync policy, space reservation, segment removal, compaction), ``replay`` (start
 The server drives a ``Binlog`` like this::
 
     bl = Binlog.open(path, file_size=..., fsync_ms=..., clock=clock, max_job_size=...)
-    result = bl.replay()             # restore result.jobs into the engine, next_id too
+    result = bl.replay(engine.tubes) # Job objects, read in a worker thread if you like
+    engine.restore_many(result.by_id, result.tubes, result.buried, result.next_id)  # loop thread
     ...                              # the engine calls bl.put/update/delete (buffer only)
     seq = bl.write_pending()         # once per loop iteration, before releasing replies
     bl.sync_deadline()               # arm a timer; run bl.fsync() in a worker thread

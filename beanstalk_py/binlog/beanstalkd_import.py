@@ -25,9 +25,10 @@ from pathlib import Path
 
 from beanstalk_py.binlog.errors import BinlogError
 from beanstalk_py.binlog.fileops import FileOps, OsFileOps
-from beanstalk_py.binlog.writer import Binlog, Fields
+from beanstalk_py.binlog.writer import Binlog
 from beanstalk_py.clock import SystemClock
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
+from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED, Job
+from beanstalk_py.tube import Tube
 
 log = logging.getLogger("beanstalk_py.binlog")
 
@@ -180,25 +181,30 @@ def import_beanstalkd(
         )
         try:
             restored = bl.replay()
-            if restored.jobs or restored.next_id > 1:
+            if restored.count or restored.next_id > 1:
                 raise BinlogError(f"{dst} already holds a binlog; import into an empty directory")
-            for job_id, job in jobs.items():
-                pri, state, delay, ttr, created, deadline, r, t, rl, b, k = job.fields
-                fields: Fields = (
+            clock = bl._clock
+            offset = clock.now() - clock.wall()  # wall -> monotonic, as Job.deadline wants
+            tubes: dict[bytes, Tube] = {}
+            for job_id, raw in jobs.items():
+                pri, state, delay, ttr, created, deadline, r, t, rl, b, k = raw.fields
+                tube = tubes.get(raw.tube)
+                if tube is None:
+                    tube = tubes[raw.tube] = Tube(raw.tube.decode("ascii", "backslashreplace"))
+                job = Job(
+                    job_id,
+                    tube,
                     pri,
-                    state,
                     delay // 1_000_000_000,
                     max(1, ttr // 1_000_000_000),
-                    created,
-                    deadline if state == DELAYED else 0,
-                    r,
-                    t,
-                    rl,
-                    b,
-                    k,
-                    0,
+                    raw.body,
+                    created / 1e9,
                 )
-                if not bl._import_job(job_id, fields, job.tube, job.body):
+                job.state = state
+                if state == DELAYED:
+                    job.deadline = deadline / 1e9 + offset
+                job.reserves, job.timeouts, job.releases, job.buries, job.kicks = r, t, rl, b, k
+                if not bl.put(job):
                     raise BinlogError(f"no disk space in {dst} for job {job_id}")
                 report.jobs += 1
                 if state == BURIED:

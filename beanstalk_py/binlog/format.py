@@ -85,7 +85,8 @@ Sizes: FULL = 84 + T + B, UPDATE = 84, DELETE = 20 bytes.
 What is written
 ===============
 
-* FULL on put, and when compaction copies a live job forward (its last *written* state).
+* FULL on put, and when compaction copies a live job forward (its *current* state, as
+  beanstalkd does: a job reserved at that moment is written as reserved and comes back ready).
 * UPDATE after bury, kick, kick-job and release, with the new priority, delay and deadline
   (release with delay 0 too, unlike beanstalkd #597).
 * DELETE after delete.
@@ -144,6 +145,9 @@ CRC = struct.Struct("<I")
 JOB_REST = struct.Struct("<HBBIQIBB2xIIqqIIIIIQI")
 JOB_FIXED = struct.Struct("<QIBB2xIIqqIIIIIQI")
 JOB_FIXED_SIZE: Final = JOB_FIXED.size  # 72
+# Frame header and job payload in one (replay's fast path): crc, magic, type, flags, length,
+# then the JOB_FIXED fields.
+FRAME_JOB = struct.Struct("<IHBBIQIBB2xIIqqIIIIIQI")
 DEL_REST = struct.Struct("<HBBIQ")
 DEL_ID = struct.Struct("<Q")
 
@@ -155,6 +159,7 @@ MAX_TUBE_NAME: Final = 200
 
 assert JOB_REST.size == 8 + JOB_FIXED_SIZE == 80
 assert DEL_REST.size == 16
+assert FRAME_JOB.size == FRAME_SIZE + JOB_FIXED_SIZE
 
 
 def encode_header(index: int, next_id: int) -> bytes:

@@ -11,24 +11,24 @@ Rules (see ``format.py`` for the byte layout):
   file and offset. A zero tail (unused preallocated space) is truncated away.
 * FULL creates or replaces a job; UPDATE replaces its state if the job is known; DELETE
   drops it. Every id seen, and every header's next id, raises the next id.
+
+Records are read straight into the engine's ``Job`` objects (no intermediate per-job object):
+a FULL record of a new id, by far the most common one, is checked and decoded inline with one
+``struct`` call; everything else (UPDATE, DELETE, a second FULL of an id, damage) takes the
+general path through ``format.frame_at``, which accepts exactly the same frames.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import zlib
 from typing import TYPE_CHECKING
 
 from beanstalk_py.binlog import format as fmt
-from beanstalk_py.binlog.writer import (
-    Fields,
-    ReplayResult,
-    RestoredJob,
-    _Live,
-    _Segment,
-    restored_state,
-)
-from beanstalk_py.job import BURIED, DELAYED, READY
+from beanstalk_py.binlog.writer import SEG_MASK, SEQ_SHIFT, ReplayResult, _Segment, live_size
+from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED, Job
+from beanstalk_py.tube import Tube
 
 if TYPE_CHECKING:
     from beanstalk_py.binlog.writer import Binlog
@@ -37,7 +37,11 @@ log = logging.getLogger("beanstalk_py.binlog")
 
 SEGMENT_NAME = re.compile(r"binlog\.([0-9]+)\Z")
 _FIXED_UNPACK = fmt.JOB_FIXED.unpack_from
+_FRAME_JOB_UNPACK = fmt.FRAME_JOB.unpack_from
 _DEL_UNPACK = fmt.DEL_ID.unpack_from
+_FS = fmt.FRAME_SIZE
+_JF = fmt.JOB_FIXED_SIZE
+_FB = fmt.FULL_BASE
 
 
 def segment_indices(names: list[str]) -> list[int]:
@@ -49,18 +53,262 @@ def segment_indices(names: list[str]) -> list[int]:
     return sorted(out)
 
 
-def replay_into(bl: Binlog) -> ReplayResult:
+def restored_state(state: int) -> int:
+    """Jobs reserved when the log was written come back ready."""
+    return READY if state == RESERVED else state
+
+
+class _Replay:
+    """The state of one replay: jobs by id, tubes by name, buried ids, byte accounting."""
+
+    def __init__(self, bl: Binlog, tubes: dict[str, Tube]) -> None:
+        self.bl = bl
+        self.segs = bl._segs
+        self.jobs: dict[int, Job] = {}
+        self.known = tubes  # the engine's tubes by name (only read)
+        self.tubes: dict[bytes, Tube] = {}
+        self.buried: set[int] = set()
+        self.warnings: list[str] = []
+        self.live_bytes = 0
+        self.max_id = 0
+        clock = bl._clock
+        self.offset = clock.now() - clock.wall()  # wall -> monotonic
+
+    def warn(self, msg: str) -> None:
+        log.warning("%s", msg)
+        self.warnings.append(msg)
+
+    def tube(self, raw: bytes) -> Tube:
+        t = self.tubes.get(raw)
+        if t is None:
+            name = raw.decode("ascii", "backslashreplace")
+            t = self.known.get(name)
+            if t is None:
+                t = Tube(name)
+            self.tubes[raw] = t
+        return t
+
+    def read(self, data: bytes, seg: _Segment) -> tuple[int, list[tuple[int, int]]]:
+        """Apply every valid record of a segment; returns ``(end, damage)`` as
+        ``format.scan`` does."""
+        jobs = self.jobs
+        seg_jobs = seg.jobs
+        index = seg.index
+        buried = self.buried
+        offset = self.offset
+        crc32 = zlib.crc32
+        unpack = _FRAME_JOB_UNPACK
+        frame_at = fmt.frame_at
+        mv = memoryview(data)
+        n = len(data)
+        pos = fmt.HEADER_SIZE
+        damage: list[tuple[int, int]] = []
+        live_bytes = 0
+        max_id = self.max_id
+        last_raw = b""
+        last_tlen = -1
+        last_tube: Tube | None = None
+        try:
+            while pos < n:
+                if n - pos >= _FB and data[pos + 6] == fmt.T_FULL:
+                    (
+                        crc,
+                        magic,
+                        _rtype,
+                        _flags,
+                        length,
+                        job_id,
+                        pri,
+                        state,
+                        tlen,
+                        delay,
+                        ttr,
+                        created,
+                        deadline,
+                        r,
+                        t,
+                        rl,
+                        b,
+                        k,
+                        seq,
+                        blen,
+                    ) = unpack(data, pos)
+                    end = pos + _FS + length
+                    if (
+                        magic == fmt.FRAME_MAGIC
+                        and tlen
+                        and length == _JF + tlen + blen
+                        and end <= n
+                        and job_id not in jobs
+                        and READY <= state <= DELAYED
+                        and crc32(mv[pos + 4 : end]) == crc
+                    ):
+                        # the common case: the first FULL record of a job
+                        if job_id > max_id:
+                            max_id = job_id
+                        q = pos + _FB
+                        if tlen == last_tlen and data.startswith(last_raw, q):
+                            tube = last_tube
+                        else:
+                            last_raw = data[q : q + tlen]
+                            last_tlen = tlen
+                            tube = last_tube = self.tube(last_raw)
+                        assert tube is not None
+                        body = data[q + tlen : end]
+                        job = Job(job_id, tube, pri, delay, ttr, body, created / 1e9)
+                        if state != READY:
+                            if state == DELAYED:
+                                job.state = DELAYED
+                                job.deadline = deadline / 1e9 + offset
+                            elif state == BURIED:
+                                job.state = BURIED
+                                job.log_meta = seq << SEQ_SHIFT
+                                buried.add(job_id)
+                            # RESERVED comes back READY
+                        if r or t or rl or b or k:
+                            job.reserves = r
+                            job.timeouts = t
+                            job.releases = rl
+                            job.buries = b
+                            job.kicks = k
+                        job.file = index
+                        jobs[job_id] = job
+                        seg_jobs[job_id] = job
+                        live_bytes += end - pos
+                        pos = end
+                        continue
+                end = frame_at(data, pos)
+                if end > 0:
+                    self.live_bytes += live_bytes
+                    live_bytes = 0
+                    self.max_id = max_id
+                    self.apply(data, pos, end, seg)
+                    max_id = self.max_id
+                    pos = end
+                    continue
+                if data.count(0, pos) == n - pos:
+                    break  # preallocated zero tail: the normal end of a segment
+                resume = fmt._resync(data, pos + 1)
+                damage.append((pos, resume))
+                if resume < 0:
+                    break
+                pos = resume
+        finally:
+            mv.release()
+        self.live_bytes += live_bytes
+        self.max_id = max_id
+        return pos, damage
+
+    def apply(self, data: bytes, pos: int, end: int, seg: _Segment) -> None:
+        """One valid record, the general way."""
+        rtype = data[pos + 6]
+        if rtype == fmt.T_DELETE:
+            (job_id,) = _DEL_UNPACK(data, pos + _FS)
+            self.max_id = max(self.max_id, job_id)
+            job = self.jobs.pop(job_id, None)
+            if job is not None:
+                self.drop(job, seg)
+            return
+        p = pos + _FS
+        (
+            job_id,
+            pri,
+            state,
+            tlen,
+            delay,
+            ttr,
+            created,
+            deadline,
+            r,
+            t,
+            rl,
+            b,
+            k,
+            seq,
+            _blen,
+        ) = _FIXED_UNPACK(data, p)
+        self.max_id = max(self.max_id, job_id)
+        state = restored_state(state)
+        if state not in (READY, BURIED, DELAYED):
+            self.warn(
+                f"{seg.path.name}: offset {pos}: job {job_id} has unknown state {state}; ignored"
+            )
+            return
+        job = self.jobs.get(job_id)
+        index = seg.index
+        segs = self.segs
+        if rtype == fmt.T_FULL:
+            q = p + _JF
+            tube = self.tube(data[q : q + tlen])
+            body = data[q + tlen : end]
+            has_old = 0
+            if job is None:
+                job = Job(job_id, tube, pri, delay, ttr, body, created / 1e9)
+                self.jobs[job_id] = job
+            else:  # a newer copy (compaction): the older ones must stay masked by deletes
+                self.live_bytes -= live_size(job)
+                meta = job.log_meta
+                has_old = meta & 1
+                if job.file != index:
+                    old = segs[job.file]
+                    old.jobs.pop(job_id, None)
+                    old.old.add(job_id)
+                    has_old = 1
+                upd = meta >> 1 & SEG_MASK
+                if upd and upd != index:
+                    segs[upd].jobs.pop(job_id, None)
+                job.tube, job.body, job.ttr, job.created = tube, body, ttr, created / 1e9
+                job.pri, job.delay = pri, delay
+            job.file = index
+            job.log_meta = has_old
+            self.live_bytes += end - pos
+        elif job is not None:  # UPDATE for a job we know; otherwise its FULL is gone
+            meta = job.log_meta
+            upd = meta >> 1 & SEG_MASK
+            if upd == 0:
+                self.live_bytes += fmt.UPDATE_SIZE
+            elif upd != index and upd != job.file:
+                segs[upd].jobs.pop(job_id, None)
+            job.pri, job.delay = pri, delay
+            job.log_meta = index << 1 | meta & 1
+        else:
+            return
+        job.state = state
+        job.deadline = deadline / 1e9 + self.offset if state == DELAYED else 0.0
+        if state == BURIED:
+            job.log_meta |= seq << SEQ_SHIFT
+            self.buried.add(job_id)
+        else:
+            self.buried.discard(job_id)
+        job.reserves, job.timeouts, job.releases, job.buries, job.kicks = r, t, rl, b, k
+        seg.jobs[job_id] = job
+
+    def drop(self, job: Job, seg: _Segment) -> None:
+        """A DELETE record in ``seg``: forget the job, pin ``seg`` while older copies exist."""
+        bl = self.bl
+        segs = self.segs
+        job_id = job.id
+        self.live_bytes -= live_size(job)
+        self.buried.discard(job_id)
+        full = segs[job.file]
+        full.jobs.pop(job_id, None)
+        if full is not seg:
+            bl._pin(full, seg)
+        meta = job.log_meta
+        upd = meta >> 1 & SEG_MASK
+        if upd:
+            segs[upd].jobs.pop(job_id, None)
+        if meta & 1:
+            bl._pin_old_copies(job_id, seg)
+
+
+def replay_into(bl: Binlog, tubes: dict[str, Tube]) -> ReplayResult:
     ops = bl._files
     directory = bl._dir
-    warnings: list[str] = []
-
-    def warn(msg: str) -> None:
-        log.warning("%s", msg)
-        warnings.append(msg)
+    rp = _Replay(bl, tubes)
+    warn = rp.warn
 
     indices = segment_indices(ops.listdir(directory))
-    live = bl._live
-    max_id = 0
     header_next = 1
     for index in indices:
         bl._next_index = max(bl._next_index, index + 1)
@@ -96,7 +344,11 @@ def replay_into(bl: Binlog) -> ReplayResult:
         else:
             warn(f"{name}: header checksum mismatch; reading its records anyway")
 
-        frames, damage, end = fmt.scan(data, fmt.HEADER_SIZE)
+        seg = _Segment(index, path, None, 0, 0)
+        bl._segs[index] = seg
+        end, damage = rp.read(data, seg)
+        seg.size = seg.used = seg.buf_off = end
+        bl._closed_used += end
         for off, resume in damage:
             if resume >= 0:
                 warn(
@@ -112,126 +364,21 @@ def replay_into(bl: Binlog) -> ReplayResult:
                 ops.write_file(broken, data[off:])
         if end < len(data):
             ops.truncate(path, end)
+        del data
 
-        seg = _Segment(index, path, None, end, end)
-        bl._segs[index] = seg
-        bl._closed_used += end
-        for off, stop in frames:
-            rtype = data[off + 6]
-            if rtype == fmt.T_DELETE:
-                (job_id,) = _DEL_UNPACK(data, off + fmt.FRAME_SIZE)
-                max_id = max(max_id, job_id)
-                lv = live.pop(job_id, None)
-                if lv is not None:
-                    _drop(bl, lv, seg)
-                continue
-            p = off + fmt.FRAME_SIZE
-            (
-                job_id,
-                pri,
-                state,
-                tlen,
-                delay,
-                ttr,
-                created,
-                deadline,
-                r,
-                t,
-                rl,
-                b,
-                k,
-                seq,
-                _blen,
-            ) = _FIXED_UNPACK(data, p)
-            max_id = max(max_id, job_id)
-            state = restored_state(state)
-            if state not in (READY, BURIED, DELAYED):
-                warn(f"{name}: offset {off}: job {job_id} has unknown state {state}; ignored")
-                continue
-            lv = live.get(job_id)
-            if rtype == fmt.T_FULL:
-                q = p + fmt.JOB_FIXED_SIZE
-                tube = data[q : q + tlen]
-                body = data[q + tlen : stop]
-                fields: Fields = (pri, state, delay, ttr, created, deadline, r, t, rl, b, k, seq)
-                size = stop - off
-                if lv is None:
-                    lv = _Live(job_id, seg, size, fields, tube, body, None)
-                    live[job_id] = lv
-                    bl._live_bytes += size
-                    seg.jobs[job_id] = lv
-                    continue
-                old = [s for s in (lv.old or ()) if s is not seg]
-                for s in (lv.full, lv.upd):
-                    if s is not None and s is not seg:
-                        s.jobs.pop(job_id, None)
-                if lv.full is not seg:
-                    old.append(lv.full)
-                lv.old = old or None
-                bl._live_bytes += size - lv.size
-                lv.full, lv.upd, lv.size = seg, None, size
-                lv.fields, lv.tube, lv.body = fields, tube, body
-                seg.jobs[job_id] = lv
-            elif lv is not None:  # UPDATE for a job we know; otherwise its FULL is gone
-                prev = lv.fields
-                lv.fields = (pri, state, delay, prev[3], prev[4], deadline, r, t, rl, b, k, seq)
-                old_upd = lv.upd
-                if old_upd is None:
-                    lv.size += fmt.UPDATE_SIZE
-                    bl._live_bytes += fmt.UPDATE_SIZE
-                elif old_upd is not seg and old_upd is not lv.full:
-                    old_upd.jobs.pop(job_id, None)
-                lv.upd = seg
-                seg.jobs[job_id] = lv
-
-    bl._live_count = len(live)
-    next_id = max(header_next, max_id + 1)
+    jobs = rp.jobs
+    bl._live_count = len(jobs)
+    bl._live_bytes = rp.live_bytes
+    next_id = max(header_next, rp.max_id + 1)
     bl._next_id = next_id
-    seqs = [lv.fields[11] for lv in live.values() if lv.fields[1] == BURIED]
-    bl._bury_seq = max(seqs, default=0) + 1
-    return ReplayResult(jobs=_restored_jobs(bl), next_id=next_id, warnings=warnings)
-
-
-def _drop(bl: Binlog, lv: _Live, seg: _Segment) -> None:
-    """A DELETE record in ``seg``: forget the job, pin ``seg`` while older copies exist."""
-    bl._live_bytes -= lv.size
-    for s in (lv.full, lv.upd):
-        if s is not None:
-            s.jobs.pop(lv.id, None)
-    for s in (lv.full, *(lv.old or ())):
-        if s is not seg:
-            bl._pin(s, seg)
-
-
-def _restored_jobs(bl: Binlog) -> list[RestoredJob]:
-    now_wall = bl._clock.wall()
-    ready: list[RestoredJob] = []
-    buried: list[tuple[int, int, RestoredJob]] = []
-    for lv in sorted(bl._live.values(), key=lambda lv: lv.id):
-        pri, state, delay, ttr, created, deadline, r, t, rl, b, k, seq = lv.fields
-        deadline_wall = deadline / 1e9 if state == DELAYED else 0.0
-        if state == DELAYED and deadline_wall <= now_wall:
-            state = READY
-        rj = RestoredJob(
-            id=lv.id,
-            tube=lv.tube.decode("utf-8", "replace"),
-            pri=pri,
-            delay=delay,
-            ttr=ttr,
-            body=lv.body,
-            created=created / 1e9,
-            state=state,
-            deadline_wall=deadline_wall,
-            reserves=r,
-            timeouts=t,
-            releases=rl,
-            buries=b,
-            kicks=k,
-            file=lv.full.index,
-        )
-        if state == BURIED:
-            buried.append((seq, lv.id, rj))
-        else:
-            ready.append(rj)
-    buried.sort(key=lambda item: (item[0], item[1]))
-    return ready + [rj for _, _, rj in buried]
+    buried = sorted((jobs[i] for i in rp.buried), key=lambda j: (j.log_meta >> SEQ_SHIFT, j.id))
+    bl._bury_seq = (buried[-1].log_meta >> SEQ_SHIFT if buried else 0) + 1
+    return ReplayResult(
+        by_id=jobs,
+        tubes=list(rp.tubes.values()),
+        buried=buried,
+        next_id=next_id,
+        warnings=rp.warnings,
+        mono_minus_wall=rp.offset,
+        now_wall=bl._clock.wall(),
+    )

@@ -5,16 +5,25 @@ in a worker thread. The two share only what ``_lock`` guards: the set of segment
 not synced, the written/synced batch numbers, directory-change generations, and the decision
 to close a segment's fd (a segment being fsynced is never closed under the syncer's feet).
 
-Bookkeeping: every live job has a ``_Live`` entry pointing at the segment holding its latest
-FULL record and, if newer, the one holding its latest UPDATE record. A segment is removable when
-no live job points at it and no DELETE record in it still has to mask an older FULL record of
-the same job (``pins``). Those pins are released only once the removal of the older segment is
-known durable (a directory fsync), or a power loss could bring back the older segment without
-the DELETE record and resurrect the job.
+Bookkeeping lives on the engine's ``Job`` objects, with no per-job object of our own:
+``job.file`` is the segment holding its latest FULL record (0: not journaled, or deleted) and
+``job.log_meta`` packs ``bury_seq << 33 | upd << 1 | has_old``: the bury sequence while buried,
+the segment holding its latest UPDATE record (0: none) and whether superseded FULL copies of it
+may exist in older segments (compaction and replay set it). Each segment keeps ``jobs``, the
+live jobs whose latest FULL or UPDATE record it holds (this is also how compaction finds the
+``Job`` to re-encode, from its current fields), and ``old``, ids of live jobs with a superseded
+FULL copy in it. A job's live bytes are derived, not stored: ``FULL_BASE + len(tube name) +
+len(body)``, plus ``UPDATE_SIZE`` while it has an UPDATE record.
+
+A segment is removable when it holds no live job's latest record and no DELETE record in it
+still has to mask an older FULL record of the same job (``pins``). Those pins are released only
+once the removal of the older segment is known durable (a directory fsync), or a power loss
+could bring back the older segment without the DELETE record and resurrect the job.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -27,11 +36,14 @@ from typing import TYPE_CHECKING
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.binlog.errors import BinlogError, BinlogLocked, BinlogWriteError
 from beanstalk_py.binlog.fileops import FileOps, OsFileOps
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
+from beanstalk_py.job import BURIED, DELAYED, READY
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from beanstalk_py.clock import Clock
     from beanstalk_py.job import Job
+    from beanstalk_py.tube import Tube
 
 log = logging.getLogger("beanstalk_py.binlog")
 
@@ -44,14 +56,22 @@ _crc32 = zlib.crc32
 _MAGIC = fmt.FRAME_MAGIC
 _FIXED = fmt.JOB_FIXED_SIZE
 _SPARE_RETRY = 0.25  # seconds between attempts to create a segment after a failure
+_FULL_BASE = fmt.FULL_BASE
+_UPD = fmt.UPDATE_SIZE
+SEG_MASK = 0xFFFFFFFF  # job.log_meta >> 1 & SEG_MASK: the segment of the latest UPDATE
+SEQ_SHIFT = 33  # job.log_meta >> SEQ_SHIFT: the bury sequence (0 unless buried)
 
-Fields = tuple[int, int, int, int, int, int, int, int, int, int, int, int]
-# pri, state, delay, ttr, created_ns, deadline_ns, reserves, timeouts, releases, buries, kicks,
-# bury_seq: the job's last *written* state, which compaction copies forward.
+
+def live_size(job: Job) -> int:
+    """Bytes of the job's live records: its FULL record, plus its UPDATE record if any."""
+    size = _FULL_BASE + len(job.tube.name_bytes) + len(job.body)
+    return size + _UPD if job.log_meta & 0x1FFFFFFFE else size
 
 
 @dataclass
 class RestoredJob:
+    """A read-only view of one replayed job (``ReplayResult.jobs``; tests and tools)."""
+
     id: int
     tube: str
     pri: int
@@ -71,10 +91,67 @@ class RestoredJob:
 
 @dataclass
 class ReplayResult:
-    jobs: list[RestoredJob]  # insertion order: by id, then buried jobs in their bury order
+    """What ``Binlog.replay`` read: the engine's own ``Job`` objects, ready to adopt.
+
+    ``by_id``: every live job, with its final state (READY, BURIED or DELAYED; reserved ones
+    come back READY), ``deadline`` on the clock's monotonic scale for DELAYED jobs (possibly
+    passed), counters as written and ``file``/``log_meta`` set. ``tubes``: the tubes those jobs
+    point at (the ones passed to ``replay`` where the names match, new ``Tube`` objects
+    otherwise; some may end up without jobs). ``buried``: the buried jobs in bury order.
+    ``Engine.restore_many(by_id, tubes, buried, next_id)`` takes it as is."""
+
+    by_id: dict[int, Job]
+    tubes: list[Tube]
+    buried: list[Job]
     next_id: int
     warnings: list[str] = field(default_factory=list)
     duration: float = 0.0
+    mono_minus_wall: float = 0.0  # clock.now() - clock.wall() when replay started
+    now_wall: float = 0.0  # clock.wall() when replay ended: passed delays show as READY
+    _view: list[RestoredJob] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.by_id)
+
+    @property
+    def jobs(self) -> list[RestoredJob]:
+        """The jobs as ``RestoredJob`` views (built on first use; the server never asks):
+        by id, then buried jobs in bury order; a passed delay shows as READY."""
+        if self._view is None:
+            off = self.mono_minus_wall
+            buried = {j.id for j in self.buried}
+            view = []
+            for job in sorted(self.by_id.values(), key=lambda j: j.id):
+                if job.id in buried:
+                    continue
+                state = job.state
+                deadline_wall = job.deadline - off if state == DELAYED else 0.0
+                if state == DELAYED and deadline_wall <= self.now_wall:
+                    state = READY
+                view.append(_view_of(job, state, deadline_wall))
+            self._view = view + [_view_of(j, BURIED, 0.0) for j in self.buried]
+        return self._view
+
+
+def _view_of(job: Job, state: int, deadline_wall: float) -> RestoredJob:
+    return RestoredJob(
+        id=job.id,
+        tube=job.tube.name,
+        pri=job.pri,
+        delay=job.delay,
+        ttr=job.ttr,
+        body=job.body,
+        created=job.created,
+        state=state,
+        deadline_wall=deadline_wall,
+        reserves=job.reserves,
+        timeouts=job.timeouts,
+        releases=job.releases,
+        buries=job.buries,
+        kicks=job.kicks,
+        file=job.file,
+    )
 
 
 class _Segment:
@@ -86,6 +163,7 @@ class _Segment:
         "fd",
         "index",
         "jobs",
+        "old",
         "path",
         "pins",
         "size",
@@ -102,7 +180,8 @@ class _Segment:
         self.used = used  # bytes assigned to header and records, buffered ones included
         self.buf = bytearray()  # records not yet written; they start at file offset buf_off
         self.buf_off = used
-        self.jobs: dict[int, _Live] = {}  # live jobs whose latest FULL or UPDATE is here
+        self.jobs: dict[int, Job] = {}  # live jobs whose latest FULL or UPDATE record is here
+        self.old: set[int] = set()  # live jobs with a superseded FULL copy here
         self.pins = 0  # DELETE records here that still mask FULL records in older segments
         self.tomb_deps: dict[_Segment, int] = {}  # newer segment -> pins it holds because of us
         self.busy = 0  # fsyncs in progress on fd
@@ -111,30 +190,6 @@ class _Segment:
 
     def __repr__(self) -> str:
         return f"<Segment {self.index} used={self.used}/{self.size} jobs={len(self.jobs)}>"
-
-
-class _Live:
-    __slots__ = ("body", "fields", "full", "id", "job", "old", "size", "tube", "upd")
-
-    def __init__(
-        self,
-        job_id: int,
-        full: _Segment,
-        size: int,
-        fields: Fields,
-        tube: bytes,
-        body: bytes,
-        job: Job | None,
-    ) -> None:
-        self.id = job_id
-        self.full = full
-        self.upd: _Segment | None = None
-        self.old: list[_Segment] | None = None  # segments with superseded FULL copies
-        self.size = size  # live bytes: the FULL record, plus the UPDATE record if any
-        self.fields = fields
-        self.tube = tube
-        self.body = body
-        self.job = job
 
 
 class Binlog:
@@ -167,13 +222,11 @@ class Binlog:
         self._next_index = 1
         self._dirty: list[_Segment] = []
         self._retiring: list[_Segment] = []
-        self._live: dict[int, _Live] = {}
         self._live_count = 0
         self._live_bytes = 0
         self._closed_used = 0
         self._next_id = 1
         self._bury_seq = 1
-        self._tubes: dict[object, bytes] = {}
         self._releases: list[tuple[int, _Segment, int]] = []
         self._gc_hint = False
         self._replayed = False
@@ -237,20 +290,32 @@ class Binlog:
             lock_fd=lock_fd,
         )
 
-    def replay(self) -> ReplayResult:
-        """Read the existing segments, then start a new one. Call once, before any put."""
+    def replay(self, tubes: Mapping[str, Tube] | None = None) -> ReplayResult:
+        """Read the existing segments, then start a new one. Call once, before any put.
+
+        Builds the engine's ``Job`` objects directly; jobs of a tube named in ``tubes`` point
+        at that ``Tube`` (pass a snapshot of ``engine.tubes``), other tubes are created. Only
+        reads ``tubes``, so it may run in a worker thread while the loop serves /readyz."""
         from beanstalk_py.binlog.replay import replay_into
 
         if self._replayed:
             raise BinlogError("replay() called twice")
         t0 = time.perf_counter()
-        result = replay_into(self)
+        # A million new Job objects would trigger many full collections (each one walking
+        # every object so far) for nothing: nothing built here is cyclic garbage.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            result = replay_into(self, dict(tubes) if tubes is not None else {})
+        finally:
+            if gc_was_on:
+                gc.enable()
         self._replayed = True
         self._start_writing(result.warnings)
         result.duration = self.replay_duration = time.perf_counter() - t0
         log.info(
             "binlog replay: %d jobs, next id %d, %d segments, %.3fs",
-            len(result.jobs),
+            result.count,
             result.next_id,
             len(self._segs),
             result.duration,
@@ -355,12 +420,9 @@ class Binlog:
         cur = self._cur
         if cur is None or self._failed is not None:
             return False
-        name = job.tube.name
-        tube = self._tubes.get(name)
-        if tube is None:
-            tube = self._tube_bytes(name)
+        tube = job.tube.name_bytes
         body = job.body
-        size = fmt.FULL_BASE + len(tube) + len(body)
+        size = _FULL_BASE + len(tube) + len(body)
         rem = cur.size - cur.used
         live = self._live_count + 1
         if size > rem or (rem - size) // _D + self._spare_slots < live:
@@ -368,14 +430,23 @@ class Binlog:
             if cur is None:
                 return False
         state = job.state
-        deadline = self._wall_ns(job.deadline) if state == DELAYED else 0
-        seq = 0
-        if state == BURIED:
-            seq = self._bury_seq
-            self._bury_seq = seq + 1
-        fields: Fields = (
+        deadline = seq = 0
+        if state != READY:
+            if state == DELAYED:
+                deadline = self._wall_ns(job.deadline)
+            elif state == BURIED:
+                seq = self._bury_seq
+                self._bury_seq = seq + 1
+        job_id = job.id
+        rest = _JOB_REST_PACK(
+            _MAGIC,
+            fmt.T_FULL,
+            0,
+            size - fmt.FRAME_SIZE,
+            job_id,
             job.pri,
             state,
+            len(tube),
             job.delay,
             job.ttr,
             int(job.created * 1e9),
@@ -385,27 +456,6 @@ class Binlog:
             job.releases,
             job.buries,
             job.kicks,
-            seq,
-        )
-        job_id = job.id
-        rest = _JOB_REST_PACK(
-            _MAGIC,
-            fmt.T_FULL,
-            0,
-            size - fmt.FRAME_SIZE,
-            job_id,
-            fields[0],
-            state,
-            len(tube),
-            fields[2],
-            fields[3],
-            fields[4],
-            deadline,
-            fields[6],
-            fields[7],
-            fields[8],
-            fields[9],
-            fields[10],
             seq,
             len(body),
         )
@@ -419,73 +469,48 @@ class Binlog:
         cur.used += size
         self.pending = True
         self.records_written += 1
-        lv = _Live(job_id, cur, size, fields, tube, body, job)
-        self._live[job_id] = lv
-        cur.jobs[job_id] = lv
+        cur.jobs[job_id] = job
         self._live_count = live
         self._live_bytes += size
         if job_id >= self._next_id:
             self._next_id = job_id + 1
         job.file = cur.index
+        job.log_meta = seq << SEQ_SHIFT
         return True
 
     def update(self, job: Job) -> bool:
         """Buffer an UPDATE record (bury, kick, release); False if there is no room."""
         cur = self._cur
-        if cur is None or self._failed is not None:
+        if cur is None or self._failed is not None or not job.file:
             return False
-        lv = self._live.get(job.id)
-        if lv is None:
-            return False
-        size = fmt.UPDATE_SIZE
+        size = _UPD
         rem = cur.size - cur.used
         if size > rem or (rem - size) // _D + self._spare_slots < self._live_count:
             cur = self._make_room(size, self._live_count)
             if cur is None:
                 return False
-        state = job.state
-        prev = lv.fields
-        if state == BURIED:
-            if prev[1] == BURIED:
-                seq = prev[11]
-            else:
-                seq = self._bury_seq
-                self._bury_seq = seq + 1
-        else:
-            seq = 0
-        deadline = self._wall_ns(job.deadline) if state == DELAYED else 0
-        fields: Fields = (
-            job.pri,
-            state,
-            job.delay,
-            prev[3],
-            prev[4],
-            deadline,
-            job.reserves,
-            job.timeouts,
-            job.releases,
-            job.buries,
-            job.kicks,
-            seq,
-        )
-        self._append_job(cur, fmt.T_UPDATE, lv.id, fields, b"", b"")
-        old = lv.upd
-        if old is None:
-            lv.size += size
+        seq = 0
+        if job.state == BURIED:  # a bury always goes to the end of the tube's FIFO
+            seq = self._bury_seq
+            self._bury_seq = seq + 1
+        self._append_job(cur, fmt.T_UPDATE, job, seq)
+        job_id = job.id
+        meta = job.log_meta
+        index = cur.index
+        old = meta >> 1 & SEG_MASK
+        if old == 0:
             self._live_bytes += size
-        elif old is not cur and old is not lv.full:
-            del old.jobs[lv.id]
+        elif old != index and old != job.file:
+            del self._segs[old].jobs[job_id]
             self._gc_hint = True
-        lv.upd = cur
-        cur.jobs[lv.id] = lv
-        lv.fields = fields
-        lv.job = job
+        cur.jobs[job_id] = job
+        job.log_meta = seq << SEQ_SHIFT | index << 1 | meta & 1
         return True
 
     def delete(self, job: Job) -> None:
         """Buffer a DELETE record; never fails for lack of space (room reserved at put)."""
-        lv = self._live.pop(job.id, None)
-        if lv is None or self._failed is not None:
+        full_index = job.file
+        if not full_index or self._failed is not None:
             return
         cur = self._cur
         assert cur is not None
@@ -496,7 +521,8 @@ class Binlog:
                 self._fail(OSError(28, "no space left to log a delete"))
                 return
             cur = room
-        rest = _DEL_REST_PACK(_MAGIC, fmt.T_DELETE, 0, 8, lv.id)
+        job_id = job.id
+        rest = _DEL_REST_PACK(_MAGIC, fmt.T_DELETE, 0, 8, job_id)
         buf = cur.buf
         if not buf:
             self._dirty.append(cur)
@@ -506,28 +532,30 @@ class Binlog:
         self.pending = True
         self.records_written += 1
         self._live_count -= 1
-        self._live_bytes -= lv.size
-        full = lv.full
+        self._live_bytes -= live_size(job)
+        segs = self._segs
+        meta = job.log_meta
+        full = segs[full_index]
         if full is not cur:
-            full.jobs.pop(lv.id, None)
+            full.jobs.pop(job_id, None)
             self._pin(full, cur)
-        upd = lv.upd
-        if upd is not None and upd is not cur:
-            upd.jobs.pop(lv.id, None)
-        cur.jobs.pop(lv.id, None)
-        if lv.old:
-            for seg in lv.old:
-                if not seg.unlinked and seg is not cur:
-                    self._pin(seg, cur)
+        else:
+            cur.jobs.pop(job_id, None)
+        upd = meta >> 1 & SEG_MASK
+        if upd and upd != full_index:
+            segs[upd].jobs.pop(job_id, None)
+        if meta & 1:
+            self._pin_old_copies(job_id, cur)
+        job.file = 0
+        job.log_meta = 0
         self._gc_hint = True
 
-    def restored(self, job: Job) -> None:
-        """Optional: link the engine's Job built from a ``RestoredJob``, so compaction can
-        keep ``job.file`` current."""
-        lv = self._live.get(job.id)
-        if lv is not None:
-            lv.job = job
-            job.file = lv.full.index
+    def _pin_old_copies(self, job_id: int, seg: _Segment) -> None:
+        """A DELETE record in ``seg`` must outlive every superseded FULL copy of the job."""
+        for s in self._segs.values():
+            if s is not seg and job_id in s.old:
+                s.old.discard(job_id)
+                self._pin(s, seg)
 
     # ------------------------------------------------------------------ shell API
 
@@ -655,13 +683,6 @@ class Binlog:
 
     # ------------------------------------------------------------------ internals
 
-    def _tube_bytes(self, name: object) -> bytes:
-        raw = name.encode() if isinstance(name, str) else bytes(name)  # type: ignore[call-overload]
-        if not 0 < len(raw) <= fmt.MAX_TUBE_NAME:
-            raise ValueError(f"bad tube name {name!r}")
-        self._tubes[name] = raw
-        return raw
-
     def _wall_ns(self, deadline: float) -> int:
         clock = self._clock
         return int((clock.wall() + (deadline - clock.now())) * 1e9)
@@ -670,28 +691,34 @@ class Binlog:
         cur = self._cur
         return 0 if cur is None else cur.size - cur.used
 
-    def _append_job(
-        self, seg: _Segment, rtype: int, job_id: int, fields: Fields, tube: bytes, body: bytes
-    ) -> None:
-        pri, state, delay, ttr, created, deadline, r, t, rl, b, k, seq = fields
+    def _append_job(self, seg: _Segment, rtype: int, job: Job, seq: int) -> int:
+        """Buffer a FULL or UPDATE record of ``job``'s current fields; returns its size."""
+        state = job.state
+        deadline = self._wall_ns(job.deadline) if state == DELAYED else 0
+        if rtype == fmt.T_FULL:
+            tube = job.tube.name_bytes
+            body = job.body
+        else:
+            tube = body = b""
+        size = _FULL_BASE + len(tube) + len(body)
         rest = _JOB_REST_PACK(
             _MAGIC,
             rtype,
             0,
-            _FIXED + len(tube) + len(body),
-            job_id,
-            pri,
+            size - fmt.FRAME_SIZE,
+            job.id,
+            job.pri,
             state,
             len(tube),
-            delay,
-            ttr,
-            created,
+            job.delay,
+            job.ttr,
+            int(job.created * 1e9),
             deadline,
-            r,
-            t,
-            rl,
-            b,
-            k,
+            job.reserves,
+            job.timeouts,
+            job.releases,
+            job.buries,
+            job.kicks,
             seq,
             len(body),
         )
@@ -703,9 +730,10 @@ class Binlog:
         if tube:
             buf += tube
             buf += body
-        seg.used += fmt.FULL_BASE + len(tube) + len(body)
+        seg.used += size
         self.pending = True
         self.records_written += 1
+        return size
 
     def _plan_fits(self, size: int, live_after: int) -> bool:
         """Would a record of ``size`` fit, leaving a DELETE slot for ``live_after`` jobs?"""
@@ -857,6 +885,7 @@ class Binlog:
         for newer, n in seg.tomb_deps.items():
             self._releases.append((self._dir_gen, newer, n))
         seg.tomb_deps = {}
+        seg.old = set()
         if self._releases:
             self._gc_hint = True
 
@@ -866,16 +895,17 @@ class Binlog:
             head = next(iter(self._segs.values()))
             if head is self._cur or not head.jobs:
                 return
-            for lv in list(head.jobs.values()):
-                size = fmt.FULL_BASE + len(lv.tube) + len(lv.body)
-                if not self._migrate(lv, size):
+            for job in list(head.jobs.values()):
+                size = _FULL_BASE + len(job.tube.name_bytes) + len(job.body)
+                if not self._migrate(job, size):
                     return
                 budget -= size
                 if budget <= 0:
                     return
             self._gc()
 
-    def _migrate(self, lv: _Live, size: int) -> bool:
+    def _migrate(self, job: Job, size: int) -> bool:
+        """Write a FULL record of ``job``'s current state into the current segment."""
         cur = self._cur
         assert cur is not None
         rem = cur.size - cur.used
@@ -884,23 +914,26 @@ class Binlog:
             if room is None:
                 return False
             cur = room
-        self._append_job(cur, fmt.T_FULL, lv.id, lv.fields, lv.tube, lv.body)
+        meta = job.log_meta
+        seq = meta >> SEQ_SHIFT if job.state == BURIED else 0
+        self._append_job(cur, fmt.T_FULL, job, seq)
         self.records_migrated += 1
-        old_full, old_upd = lv.full, lv.upd
-        old = [s for s in lv.old if not s.unlinked] if lv.old else []
-        if old_full is not cur:
-            old.append(old_full)
-            old_full.jobs.pop(lv.id, None)
-        if old_upd is not None and old_upd is not cur:
-            old_upd.jobs.pop(lv.id, None)
-        lv.old = old or None
-        lv.full = cur
-        lv.upd = None
-        cur.jobs[lv.id] = lv
-        self._live_bytes += size - lv.size
-        lv.size = size
-        if lv.job is not None:
-            lv.job.file = cur.index
+        job_id = job.id
+        segs = self._segs
+        old_size = live_size(job)
+        has_old = meta & 1
+        full = segs[job.file]
+        if full is not cur:
+            full.jobs.pop(job_id, None)
+            full.old.add(job_id)
+            has_old = 1
+        upd = meta >> 1 & SEG_MASK
+        if upd and upd != cur.index:
+            segs[upd].jobs.pop(job_id, None)
+        cur.jobs[job_id] = job
+        job.file = cur.index
+        job.log_meta = seq << SEQ_SHIFT | has_old
+        self._live_bytes += size - old_size
         self._gc_hint = True
         return True
 
@@ -915,29 +948,3 @@ class Binlog:
             self._next_id = next_id
             if self._add_spare(self._file_size, force=True):
                 self._rotate()
-
-    def _import_job(self, job_id: int, fields: Fields, tube: bytes, body: bytes) -> bool:
-        """Write a FULL record from raw fields (the beanstalkd importer)."""
-        cur = self._cur
-        assert cur is not None and job_id not in self._live
-        size = fmt.FULL_BASE + len(tube) + len(body)
-        room = self._make_room(size, self._live_count + 1)
-        if room is None:
-            return False
-        cur = room
-        if fields[1] == BURIED:
-            fields = (*fields[:11], self._bury_seq)
-            self._bury_seq += 1
-        self._append_job(cur, fmt.T_FULL, job_id, fields, tube, body)
-        lv = _Live(job_id, cur, size, fields, tube, body, None)
-        self._live[job_id] = lv
-        cur.jobs[job_id] = lv
-        self._live_count += 1
-        self._live_bytes += size
-        self._next_id = max(self._next_id, job_id + 1)
-        return True
-
-
-def restored_state(state: int) -> int:
-    """Jobs reserved when the log was written come back ready."""
-    return READY if state == RESERVED else state

@@ -13,10 +13,11 @@ from beanstalk_py.job import Job
 
 
 class FakeTube:
-    __slots__ = ("name",)
+    __slots__ = ("name", "name_bytes")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.name_bytes = name.encode("ascii")
 
 
 TUBES: dict[str, FakeTube] = {}
