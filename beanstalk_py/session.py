@@ -307,7 +307,7 @@ class Session:
             self.deliver(UNAUTHORIZED if self.gate is not None else b"JOB_TOO_BIG\r\n")
             return
         job_id, pri, delay, ttr = self._put
-        if body[-2:] != b"\r\n":
+        if not body.endswith(b"\r\n"):
             self.deliver(b"EXPECTED_CRLF\r\n")
             return
         engine = self.engine
@@ -322,6 +322,10 @@ class Session:
             return
         if b"\x00" in line:
             self.deliver(BAD_FORMAT)
+            return
+        exact = _EXACT.get(line)
+        if exact is not None:
+            exact(self, b"")
             return
         sp = line.find(b" ")
         if sp > 0:
@@ -369,11 +373,24 @@ class Session:
     # --- commands ---------------------------------------------------------------------
 
     def cmd_put(self, rest: bytes) -> None:
-        m = _FOUR.match(rest)
-        if m is None:
-            self.deliver(BAD_FORMAT)
-            return
-        pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+        parts = rest.split(b" ")
+        if (
+            len(parts) == 4
+            and parts[0].isdigit()
+            and parts[1].isdigit()
+            and parts[2].isdigit()
+            and parts[3].isdigit()
+        ):
+            # the usual "pri delay ttr bytes" with single spaces: no regex needed
+            pri, delay, ttr, size = int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])
+            tail_ok = True
+        else:
+            m = _FOUR.match(rest)
+            if m is None:
+                self.deliver(BAD_FORMAT)
+                return
+            pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+            tail_ok = m.end() == len(rest)
         if pri > U32 or delay > U32 or ttr > U32 or size > U32:
             self.deliver(BAD_FORMAT)
             return
@@ -383,7 +400,7 @@ class Session:
             self._need = size + 2
             self._discard = True
             return
-        if m.end() != len(rest):
+        if not tail_ok:
             self.deliver(BAD_FORMAT)
             return
         if not self.is_producer:
@@ -422,6 +439,8 @@ class Session:
 
     def _id(self, rest: bytes) -> int:
         """A lone u64 argument, or -1 (after replying BAD_FORMAT)."""
+        if rest.isdigit() and len(rest) < 20:  # the usual case; always within u64
+            return int(rest)
         m = _ONE.fullmatch(rest)
         if m is None or int(m[1]) > U64:
             self.deliver(BAD_FORMAT)
@@ -683,3 +702,9 @@ _PREFIXED: tuple[tuple[bytes, Handler], ...] = (
     (b"quit", Session.cmd_quit),
     (b"pause-tube", Session.cmd_pause_tube),
 )
+
+# Commands that take no argument, looked up by the whole line before any prefix matching
+# (the answer is the same as the ordered scan's: none of these lines starts with an
+# earlier prefix).
+_EXACT: dict[bytes, Handler] = {prefix: handler for prefix, handler in _PREFIXED}
+del _EXACT[b"pause-tube"]
