@@ -218,6 +218,7 @@ async def test_plaintext_client_on_tls_port_is_dropped(pki: dict[str, dict[str, 
         assert not srv.conns
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 async def test_tls_1_1_is_refused(pki: dict[str, dict[str, Path]]) -> None:
     g = pki["good"]
     async with running(tls_cert=str(g["server_cert"]), tls_key=str(g["server_key"])) as srv:
