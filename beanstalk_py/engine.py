@@ -229,8 +229,6 @@ class Engine:
         self._make_ready(job)
 
     def _ttr_expired(self, job: Job) -> None:
-        sess = job.reserver
-        del sess.reserved[job.id]
         job.timeouts += 1
         self.job_timeouts += 1
         self._unreserve(job)
@@ -276,6 +274,11 @@ class Engine:
             self.urgent_ct -= 1
 
     def _unreserve(self, job: Job) -> None:
+        """Take a reserved job from its session (it still has to be queued somewhere)."""
+        sess: Session = job.reserver
+        del sess.reserved[job.id]
+        if job.deadline <= sess.soonest:
+            sess.soonest = -1.0  # it was the earliest: recompute when next needed
         job.tube.reserved_ct -= 1
         self.reserved_ct -= 1
         job.reserver = None
@@ -292,7 +295,6 @@ class Engine:
             del job.tube.buried[job.id]
             self.buried_ct -= 1
         elif state == RESERVED:
-            del job.reserver.reserved[job.id]
             self._unreserve(job)
 
     def _reserve(self, sess: Session, job: Job) -> None:
@@ -304,6 +306,8 @@ class Engine:
         job.tube.reserved_ct += 1
         self.reserved_ct += 1
         sess.reserved[job.id] = job
+        if job.deadline < sess.soonest:
+            sess.soonest = job.deadline
         self._timer(job.deadline, T_TTR, job)
         sess.send_job(b"RESERVED", job)
 
@@ -437,6 +441,8 @@ class Engine:
         job.tube.reserved_ct += 1
         self.reserved_ct += 1
         sess.reserved[job.id] = job
+        if job.deadline < sess.soonest:
+            sess.soonest = job.deadline
 
     def bury(self, sess: Session, job_id: int, pri: int) -> bytes:
         job = sess.reserved.get(job_id)
@@ -459,6 +465,8 @@ class Engine:
         job = sess.reserved.get(job_id)
         if job is None:
             return b"NOT_FOUND\r\n"
+        if job.deadline <= sess.soonest:
+            sess.soonest = -1.0
         job.deadline = self.clock.now() + job.ttr
         self._timer(job.deadline, T_TTR, job)
         return b"TOUCHED\r\n"
@@ -514,7 +522,10 @@ class Engine:
         watched = sess.watch.items
         soon_at = 0.0
         if sess.reserved:
-            soon_at = min(j.deadline for j in sess.reserved.values()) - DEADLINE_SOON_MARGIN
+            soonest = sess.soonest
+            if soonest < 0:
+                soonest = sess.soonest = min(j.deadline for j in sess.reserved.values())
+            soon_at = soonest - DEADLINE_SOON_MARGIN
             if now >= soon_at and not any(t.ready_ct for t in watched):
                 return b"DEADLINE_SOON\r\n"
         jobs = self.jobs
@@ -566,7 +577,6 @@ class Engine:
         """A connection ended: stop waiting, return its reserved jobs, drop its tubes."""
         self._stop_waiting(sess)
         for job in list(sess.reserved.values()):
-            del sess.reserved[job.id]
             self._unreserve(job)
             self._make_ready(job)
         watch = sess.watch

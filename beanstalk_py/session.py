@@ -108,6 +108,7 @@ class Session:
         "out_limit",
         "reserved",
         "soon_at",
+        "soonest",
         "use",
         "wait_deadline",
         "waiting",
@@ -136,6 +137,9 @@ class Session:
         self.waiting = False
         self.wait_deadline = 0.0
         self.soon_at = 0.0
+        # earliest TTR deadline among ``reserved``, or -1.0 when unknown (recomputed lazily),
+        # so a reserve stays O(1) for a client holding many jobs
+        self.soonest = -1.0
         self.is_producer = False
         self.is_worker = False
         self._buf = b""

@@ -237,3 +237,26 @@ def test_many_deletes_keep_heaps_small(kit: Kit) -> None:
         kit.send(s, b"delete %d\r\n" % job_id)
     assert len(tube.delayed) < 200
     assert len(kit.engine.timers) < 3000
+
+
+def test_deadline_soon_follows_the_earliest_job_still_held(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    put(kit, p, ttr=5)
+    put(kit, p, body=b"y", ttr=50)
+    kit.send(w, b"reserve\r\nreserve\r\n")
+    assert kit.send(w, b"delete 1\r\n") == b"DELETED\r\n"  # the earliest deadline leaves
+    kit.advance(4.5)
+    assert kit.send(w, b"reserve-with-timeout 0\r\n") == b"TIMED_OUT\r\n"  # job 2 is far away
+    kit.advance(45)  # job 2 is now in its last second
+    assert kit.send(w, b"reserve-with-timeout 0\r\n") == b"DEADLINE_SOON\r\n"
+    assert kit.send(w, b"touch 2\r\n") == b"TOUCHED\r\n"
+    assert kit.send(w, b"reserve-with-timeout 0\r\n") == b"TIMED_OUT\r\n"
+
+
+def test_reserve_stays_cheap_for_a_client_holding_many_jobs(kit: Kit) -> None:
+    s = kit.session()
+    n = 20000
+    kit.send(s, b"".join(b"put 0 0 100 1\r\nx\r\n" for _ in range(n)))
+    out = kit.send(s, b"reserve\r\n" * n)  # quadratic work here would take minutes
+    assert out.count(b"RESERVED ") == n
+    assert kit.engine.reserved_ct == n
