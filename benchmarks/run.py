@@ -180,12 +180,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_env() -> dict[str, str]:
-    """The servers' environment: the checkout this script lives in comes first on PYTHONPATH,
-    so `python -m beanstalk_py` runs the working tree from any directory."""
+def server_env(cmd: str) -> dict[str, str]:
+    """The servers' environment. For `python -m beanstalk_py` targets, when the package is not
+    installed, the checkout this script lives in goes on PYTHONPATH so the working tree runs
+    from any directory. An installed package (`pip install .`, with its compiled core) is
+    left alone, as is any other command (e.g. an installed `beanstalk-py` script)."""
     env = dict(os.environ)
     root = HERE.parent
-    if (root / "beanstalk_py" / "__init__.py").exists():
+    if "-m beanstalk_py" not in cmd:
+        return env
+    probe = subprocess.run(
+        [shlex.split(cmd)[0], "-c", "import beanstalk_py"],
+        capture_output=True,
+        cwd=tempfile.gettempdir(),
+        check=False,
+    )
+    if probe.returncode != 0 and (root / "beanstalk_py" / "__init__.py").exists():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     return env
 
@@ -227,7 +237,9 @@ class Server:
                 stderr=lf,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_pinner(0),
-                env=server_env(),
+                env=server_env(self.cmd),
+                # not the checkout: `python -m` would import its pure-Python source first
+                cwd=tempfile.gettempdir(),
             )
         if wait:
             self.wait_listening(START_TIMEOUT)
