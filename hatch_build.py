@@ -21,6 +21,7 @@ CORE = [
     "beanstalk_py/session.py",
     "beanstalk_py/stats.py",
     "beanstalk_py/trace.py",
+    "beanstalk_py/server.py",
 ]
 
 

@@ -19,7 +19,7 @@ import logging
 import math
 import socket
 import time
-from typing import Any, cast
+from typing import Any
 
 from beanstalk_py import listen, security
 from beanstalk_py.clock import Clock, SystemClock
@@ -35,8 +35,12 @@ log = logging.getLogger("beanstalk_py.server")
 conn_log = logging.getLogger("beanstalk_py.conn")
 
 
-class Connection(asyncio.Protocol):
-    """One client socket: bytes in to its Session, the Session's replies out."""
+class Connection:
+    """One client socket: bytes in to its Session, the Session's replies out.
+
+    An asyncio protocol by its methods (the loop calls them by name); it does not subclass
+    ``asyncio.Protocol`` so that mypyc can compile it into a native class.
+    """
 
     __slots__ = (
         "_cont",
@@ -53,7 +57,8 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        # Any: uvloop's transports are no subclass of asyncio.Transport
+        self.transport: Any = None
         self.session: Session | None = None
         self._reading = True
         self._write_blocked = False
@@ -63,8 +68,8 @@ class Connection(asyncio.Protocol):
         self.http: Any = None  # an http.HttpHandler once the client spoke HTTP
         self._cont = False  # a _continue is scheduled (output back-pressure)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tr = cast(asyncio.Transport, transport)  # uvloop's transports are no subclass of it
+    def connection_made(self, transport: Any) -> None:
+        tr = transport
         if not self.server.admit(tr):
             return  # closed at accept (--max-connections, fd budget, --allow)
         self.transport = tr
@@ -258,10 +263,10 @@ class Server:
             binlog_max_size=config.binlog_size,
         )
         self.conns: set[Connection] = set()
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[Any] = []  # asyncio or uvloop Server objects
         self._loop = loop
         self._flush_pending = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Any = None  # the one TimerHandle (asyncio's or uvloop's)
         self._timer_when = math.inf
         # -f 0: replies wait in Session.held until the binlog batch they follow is durable
         self._always_sync = binlog is not None and config.fsync_ms == 0
@@ -269,13 +274,14 @@ class Server:
         self._durable_seq = 0
         self._held: set[Session] = set()
         self._syncing = False
-        self._sync_timer: asyncio.TimerHandle | None = None
+        self._sync_timer: Any = None
         self.failed = False
         self.ready = True  # False while the binlog replays: connections wait
         self._not_ready: list[tuple[Connection, bytes]] = []
         self.stopped: asyncio.Event | None = asyncio.Event()
         # /metrics (metrics.py): reads parsed, a sampled timing of them, binlog fsync timing
         self.reads = 0
+        self._metrics_exporter: Any = None  # metrics.exporter_for() creates it on first scrape
         self.batch_latency = LatencyHistogram(BATCH_BUCKETS)
         self.fsync_latency = LatencyHistogram(FSYNC_BUCKETS)
         # hardening (security.py): the accept gate, TLS on the main listener, token auth
@@ -362,7 +368,7 @@ class Server:
                 conn.transport.resume_reading()
                 conn.data_received(data)
 
-    def _protocol(self) -> Connection:
+    def _protocol(self) -> Any:  # a Connection (asyncio wants a BaseProtocol type)
         return Connection(self)
 
     def _tls(self) -> dict[str, Any]:
@@ -371,7 +377,7 @@ class Server:
             return {}
         return {"ssl": self.ssl_context, "ssl_handshake_timeout": security.TLS_HANDSHAKE_TIMEOUT}
 
-    async def _listen_plain(self, addr: str) -> asyncio.Server:
+    async def _listen_plain(self, addr: str) -> Any:
         """The --plain-listen listener: ``HOST:PORT``, ``[V6]:PORT`` or ``unix:PATH``."""
         if addr.startswith("unix:"):
             sock = listen.bind_unix(addr[5:])
@@ -385,7 +391,7 @@ class Server:
         """Connections closed at accept (--max-connections, fd budget, --allow)."""
         return self.gate.rejected
 
-    def admit(self, tr: asyncio.Transport) -> bool:
+    def admit(self, tr: Any) -> bool:
         """Accept-time gate (on a TLS listener: once the handshake is done); False: closed."""
         if self.gate.check(tr.get_extra_info("peername"), len(self.conns)):
             return True
@@ -495,7 +501,7 @@ class Server:
         fut = self.loop.run_in_executor(None, self.binlog.fsync)
         fut.add_done_callback(self._fsync_done)
 
-    def _fsync_done(self, fut: asyncio.Future[int]) -> None:
+    def _fsync_done(self, fut: Any) -> None:
         self._syncing = False
         exc = fut.exception()
         if exc is not None:

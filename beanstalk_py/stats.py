@@ -110,7 +110,7 @@ def _trunc(seconds: float) -> int:
 
 
 # The integer fields of stats-tube after ``name``, in order (see tube_counts).
-TUBE_KEYS = (
+TUBE_KEYS: tuple[str, ...] = (
     "current-jobs-urgent",
     "current-jobs-ready",
     "current-jobs-reserved",

@@ -10,17 +10,9 @@ from typing import Any
 from beanstalk_py.binlog import Binlog, OsFileOps
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.job import Job
+from beanstalk_py.tube import Tube
 
-
-class FakeTube:
-    __slots__ = ("name", "name_bytes")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.name_bytes = name.encode("ascii")
-
-
-TUBES: dict[str, FakeTube] = {}
+TUBES: dict[str, Tube] = {}
 
 
 def make_job(
@@ -33,9 +25,9 @@ def make_job(
     ttr: int = 60,
     clock: ManualClock | None = None,
 ) -> Job:
-    t = TUBES.setdefault(tube, FakeTube(tube))
+    t = TUBES.setdefault(tube, Tube(tube))
     created = clock.wall() if clock is not None else 1_700_000_000.0
-    return Job(job_id, t, pri, delay, ttr, body + b"\r\n", created)  # type: ignore[arg-type]
+    return Job(job_id, t, pri, delay, ttr, body + b"\r\n", created)
 
 
 class FaultyOps(OsFileOps):
