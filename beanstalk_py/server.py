@@ -235,11 +235,13 @@ class Connection:
         srv.conns.discard(self)
         if self.http is not None:
             self.http.close()
-        if self.session is not None:
-            self.session.close()
+        sess = self.session
+        if sess is not None:
+            sess.close()
             if self.name:
                 conn_log.info("close %s", self.name)
             srv.after_input()
+            sess.conn = None  # break the Session <-> Connection cycle: refcounting frees both
 
 
 class Server:
