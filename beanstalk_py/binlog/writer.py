@@ -429,46 +429,12 @@ class Binlog:
             cur = self._make_room(size, live)
             if cur is None:
                 return False
-        state = job.state
-        deadline = seq = 0
-        if state != READY:
-            if state == DELAYED:
-                deadline = self._wall_ns(job.deadline)
-            elif state == BURIED:
-                seq = self._bury_seq
-                self._bury_seq = seq + 1
+        seq = 0
+        if job.state == BURIED:
+            seq = self._bury_seq
+            self._bury_seq = seq + 1
+        self._append_job(cur, fmt.T_FULL, job, seq)
         job_id = job.id
-        rest = _JOB_REST_PACK(
-            _MAGIC,
-            fmt.T_FULL,
-            0,
-            size - fmt.FRAME_SIZE,
-            job_id,
-            job.pri,
-            state,
-            len(tube),
-            job.delay,
-            job.ttr,
-            int(job.created * 1e9),
-            deadline,
-            job.reserves,
-            job.timeouts,
-            job.releases,
-            job.buries,
-            job.kicks,
-            seq,
-            len(body),
-        )
-        buf = cur.buf
-        if not buf:
-            self._dirty.append(cur)
-        buf += _CRC_PACK(_crc32(body, _crc32(tube, _crc32(rest))))
-        buf += rest
-        buf += tube
-        buf += body
-        cur.used += size
-        self.pending = True
-        self.records_written += 1
         cur.jobs[job_id] = job
         self._live_count = live
         self._live_bytes += size
