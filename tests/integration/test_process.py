@@ -1,0 +1,98 @@
+"""Process-level behaviour: -u drops privileges before the binlog opens; READY=1 after replay."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+SERVER = [sys.executable, "-m", "beanstalk_py"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ask(port: int, line: bytes) -> bytes:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(line)
+                return c.recv(4096)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_u_drops_privileges_after_binding_and_before_the_binlog() -> None:
+    nobody = pwd.getpwnam("nobody")
+    # not under pytest's tmp_path: its parents are private to root
+    top = Path(tempfile.mkdtemp(prefix="bq-u-"))
+    top.chmod(0o755)
+    binlog = top / "binlog"
+    binlog.mkdir()
+    os.chown(binlog, nobody.pw_uid, nobody.pw_gid)
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVER, "-l", "127.0.0.1", "-p", str(port), "-u", "nobody", "-b", str(binlog)],
+        cwd="/",
+    )
+    try:
+        assert ask(port, b"put 0 0 60 1\r\nx\r\n") == b"INSERTED 1\r\n"
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+        files = list(binlog.glob("binlog.*"))
+        assert files and all(f.stat().st_uid == nobody.pw_uid for f in files)
+    finally:
+        proc.terminate()
+        code = proc.wait(10)
+        shutil.rmtree(top, ignore_errors=True)
+    assert code == 0
+
+
+def test_ready_is_notified_after_the_binlog_replayed(tmp_path: Path) -> None:
+    binlog = tmp_path / "binlog"
+    binlog.mkdir()
+    port = free_port()
+    # a first run leaves a job behind
+    first = subprocess.Popen([*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])
+    try:
+        assert ask(port, b"put 0 0 60 2\r\nhi\r\n") == b"INSERTED 1\r\n"
+    finally:
+        first.terminate()
+        assert first.wait(10) == 0
+    notify_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
+    second = subprocess.Popen(
+        [*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)], env=env
+    )
+    try:
+        message = listener.recv(4096).decode()
+        assert "READY=1" in message.split("\n")
+        # READY comes after replay: the job is there for the first client
+        assert ask(port, b"peek 1\r\n") == b"FOUND 1 2\r\nhi\r\n"
+        second.terminate()
+        assert second.wait(10) == 0
+        assert "STOPPING=1" in listener.recv(4096).decode().split("\n")
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait(10)
+        listener.close()
