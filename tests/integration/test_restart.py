@@ -24,7 +24,8 @@ def _free_port() -> int:
 class _Server:
     def __init__(self, bdir: Path, *extra: str) -> None:
         self.port = _free_port()
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ)
+        env.setdefault("PYTHONPATH", str(REPO))  # keep a caller's (e.g. the compiled build)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
