@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -96,3 +97,32 @@ def test_ready_is_notified_after_the_binlog_replayed(tmp_path: Path) -> None:
             second.kill()
             second.wait(10)
         listener.close()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
+)
+def test_sigterm_as_pid_1_is_a_graceful_exit_0(tmp_path: Path) -> None:
+    # As PID 1 (a container's entrypoint) the kernel ignores signals without a handler, so
+    # this checks the server installs one (beanstalkd 1.13 only exits 143 there).
+    port = free_port()
+    binlog = tmp_path / "binlog"
+    binlog.mkdir()
+    command = [*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)]
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", *command])
+    try:
+        assert ask(port, b"put 0 0 60 4\r\nkept\r\n") == b"INSERTED 1\r\n"
+        children = Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()
+        assert len(children) == 1
+        os.kill(int(children[0]), signal.SIGTERM)  # the server, PID 1 in its namespace
+        assert outer.wait(10) == 0
+    finally:
+        if outer.poll() is None:
+            outer.kill()
+            outer.wait(10)
+    again = subprocess.Popen([*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])
+    try:
+        assert ask(port, b"peek 1\r\n") == b"FOUND 1 4\r\nkept\r\n"
+    finally:
+        again.terminate()
+        again.wait(10)
