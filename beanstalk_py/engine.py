@@ -699,19 +699,10 @@ class Engine:
             n = urgent = 0
             for pri, ids in levels.items():
                 k = len(ids)
-                have = t.ready.get(pri)
-                if have is None:
-                    t.ready[pri] = ids
-                    t.ready_pris.append(pri)
-                else:
-                    have.extend(ids)
-                    ids = have
-                heapq.heapify(ids)
+                t.add_ready_ids(pri, ids)
                 n += k
                 if pri < URGENT_THRESHOLD:
                     urgent += k
-            heapq.heapify(t.ready_pris)
-            t.ready_entries += n
             t.ready_ct += n
             t.urgent_ct += urgent
             t.jobs_ct += n

@@ -1,12 +1,13 @@
 """Tubes: the per-tube queues and the reference's ordered-set semantics.
 
 Invariants:
-* ``ready`` maps each priority to a heap of job ids, and ``ready_pris`` is a heap of those
-  priorities, so the head is the lowest (pri, id). Deletion is lazy: an id is live only while
+* ``ready`` maps each priority to a ``Level`` of job ids (a packed FIFO of fresh puts plus a
+  heap of returning ids), and ``ready_pris`` is a heap of those priorities, so the head is
+  the lowest (pri, id). Deletion is lazy: an id is live only while
   its job is still ready in this tube with that pri (``engine.jobs`` is the truth).
   ``ready_ct`` counts live jobs, ``ready_entries`` all ids; stale ids are purged when they
-  outnumber live ones. (Small-int ids in per-priority heaps cost less memory and compare
-  faster than one heap of ``pri << 64 | id`` keys.)
+  outnumber live ones. (Ids packed per priority cost less memory and compare faster than
+  one heap of ``pri << 64 | id`` keys.)
 * ``delayed`` is a heap of ``(deadline, id)`` with the same lazy rule (live while the job is
   delayed here with that deadline).
 * ``buried`` is a FIFO in bury order (kick and peek-buried take the head).
@@ -16,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
@@ -71,6 +73,66 @@ class SwapList(Generic[T]):
         return item
 
 
+class Level:
+    """The ready job ids of one priority in a tube, lowest first.
+
+    Fresh puts arrive with ever larger ids, so they go to the end of a packed array (8 bytes
+    per job, no int object); ids that come back (release, kick, TTR timeout) go to a heap.
+    The head is the smaller of the two heads. Entries are validated by the caller (lazy).
+    """
+
+    __slots__ = ("fifo", "head", "heap")
+
+    def __init__(self) -> None:
+        self.fifo = array("q")
+        self.head = 0  # fifo[:head] has been consumed
+        self.heap: list[int] = []
+
+    def push(self, job_id: int) -> None:
+        fifo = self.fifo
+        if len(fifo) == self.head or job_id > fifo[-1]:
+            fifo.append(job_id)
+        else:
+            heapq.heappush(self.heap, job_id)
+
+    def extend(self, ids: list[int]) -> None:
+        if len(self.fifo) == self.head and not self.heap:
+            ids.sort()
+            self.fifo = array("q", ids)
+            self.head = 0
+        else:
+            for job_id in ids:
+                heapq.heappush(self.heap, job_id)
+
+    def first(self) -> int:
+        """The lowest id, or -1 when empty."""
+        fifo = self.fifo
+        heap = self.heap
+        if self.head < len(fifo):
+            top = fifo[self.head]
+            return heap[0] if heap and heap[0] < top else top
+        return heap[0] if heap else -1
+
+    def pop_first(self) -> None:
+        fifo = self.fifo
+        heap = self.heap
+        head = self.head
+        if head < len(fifo) and not (heap and heap[0] < fifo[head]):
+            head += 1
+            if head == len(fifo):
+                self.fifo = array("q")
+                head = 0
+            elif head > 1024 and head * 2 > len(fifo):
+                del fifo[:head]  # compact the consumed prefix
+                head = 0
+            self.head = head
+        else:
+            heapq.heappop(heap)
+
+    def ids(self) -> list[int]:
+        return list(self.fifo[self.head :]) + self.heap
+
+
 class Tube:
     __slots__ = (
         "buried",
@@ -98,7 +160,7 @@ class Tube:
     def __init__(self, name: str) -> None:
         self.name = name
         self.name_bytes = name.encode("ascii")
-        self.ready: dict[int, list[int]] = {}
+        self.ready: dict[int, Level] = {}
         self.ready_pris: list[int] = []
         self.ready_entries = 0
         self.ready_ct = 0
@@ -128,25 +190,33 @@ class Tube:
         pri = job.pri
         level = self.ready.get(pri)
         if level is None:
-            self.ready[pri] = [job.id]
+            level = self.ready[pri] = Level()
             heapq.heappush(self.ready_pris, pri)
-        else:
-            heapq.heappush(level, job.id)
+        level.push(job.id)
         self.ready_entries += 1
 
+    def add_ready_ids(self, pri: int, ids: list[int]) -> None:
+        """Bulk insert (binlog replay): ``ids`` of ready jobs with priority ``pri``."""
+        level = self.ready.get(pri)
+        if level is None:
+            level = self.ready[pri] = Level()
+            heapq.heappush(self.ready_pris, pri)
+        level.extend(ids)
+        self.ready_entries += len(ids)
+
     def _purge_ready(self, jobs: dict[int, Job]) -> None:
-        levels: dict[int, list[int]] = {}
+        levels: dict[int, Level] = {}
         n = 0
-        for pri, ids in self.ready.items():
+        for pri, level in self.ready.items():
             live = set()
-            for job_id in ids:
+            for job_id in level.ids():
                 job = jobs.get(job_id)
                 if job is not None and job.state == READY and job.tube is self and job.pri == pri:
                     live.add(job_id)
             if live:
-                level = levels[pri] = list(live)
-                heapq.heapify(level)
-                n += len(level)
+                fresh = levels[pri] = Level()
+                fresh.extend(list(live))
+                n += len(live)
         self.ready = levels
         self.ready_pris = list(levels)
         heapq.heapify(self.ready_pris)
@@ -159,11 +229,14 @@ class Tube:
         while pris:
             pri = pris[0]
             level = levels[pri]
-            while level:
-                job = jobs.get(level[0])
+            while True:
+                job_id = level.first()
+                if job_id < 0:
+                    break
+                job = jobs.get(job_id)
                 if job is not None and job.state == READY and job.tube is self and job.pri == pri:
                     return job
-                heapq.heappop(level)
+                level.pop_first()
                 self.ready_entries -= 1
             heapq.heappop(pris)
             del levels[pri]

@@ -14,6 +14,7 @@ ops = st.lists(
         st.tuples(st.just("take"), st.just(0)),
         st.tuples(st.just("drop"), st.integers(0, 50)),
         st.tuples(st.just("repri"), st.integers(0, 50)),
+        st.tuples(st.just("back"), st.integers(0, 50)),
     ),
     max_size=200,
 )
@@ -47,6 +48,14 @@ def test_ready_queue_always_yields_lowest_pri_then_id(steps: list[tuple[str, int
             unready(head.id)
         elif op == "drop" and arg in model:
             unready(arg)
+        elif op == "back" and arg in model:
+            # leave the queue and come back with the same priority behind newer ids
+            job = jobs[arg]
+            unready(arg)
+            job.state = READY
+            model[arg] = job.pri
+            tube.push_ready(job, jobs)
+            tube.ready_ct += 1
         elif op == "repri" and arg in model:
             # leave the queue and come back with another priority (release with a new pri)
             job = jobs[arg]
