@@ -66,6 +66,40 @@ BATCH_BUCKETS = (
     0.25,
     1.0,
 )
+# Labels of beanstalkd_command_duration_seconds: the protocol's commands (anything else is
+# "other"), so a client cannot create series at will.
+COMMAND_NAMES: dict[bytes, str] = {
+    name.encode(): name
+    for name in (
+        "put",
+        "peek",
+        "peek-ready",
+        "peek-delayed",
+        "peek-buried",
+        "reserve",
+        "reserve-with-timeout",
+        "reserve-job",
+        "delete",
+        "release",
+        "bury",
+        "kick",
+        "kick-job",
+        "touch",
+        "stats",
+        "stats-job",
+        "stats-tube",
+        "use",
+        "watch",
+        "ignore",
+        "list-tubes",
+        "list-tube-used",
+        "list-tubes-watched",
+        "pause-tube",
+        "quit",
+        "auth",
+    )
+}
+
 #: Time one read in this many (a power of two: the server tests ``reads & MASK``).
 BATCH_SAMPLE_EVERY = 64
 BATCH_SAMPLE_MASK = BATCH_SAMPLE_EVERY - 1
@@ -245,6 +279,16 @@ class EngineCollector:
             getattr(server, "batch_latency", None),
             BATCH_BUCKETS,
         )
+        by_cmd = HistogramMetricFamily(
+            PREFIX + "command_duration_seconds",
+            f"time to process one read, by the read's first command, sampled 1 read in "
+            f"{BATCH_SAMPLE_EVERY}; with one command per read (the usual client) it is that "
+            f"command's processing time",
+            labels=["cmd"],
+        )
+        for cmd, hist in sorted(getattr(server, "command_latency", {}).items()):
+            by_cmd.add_metric([cmd], _buckets(hist, BATCH_BUCKETS), sum_value=hist.total)
+        yield by_cmd
         rows: list[tuple[str, tuple[int, ...]]] = []
         folded = self.folded
         if self.tubes:
@@ -266,17 +310,22 @@ class EngineCollector:
             yield fam
 
 
-def _histogram(
-    cls: Any, name: str, doc: str, hist: LatencyHistogram | None, bounds: Sequence[float]
-) -> Metric:
+def _buckets(hist: LatencyHistogram | None, bounds: Sequence[float]) -> list[tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs of ``hist`` (all zero when there is none)."""
     counts = hist.counts if hist is not None else [0] * (len(bounds) + 1)
-    total = hist.total if hist is not None else 0.0
-    buckets = []
+    buckets: list[tuple[str, float]] = []
     acc = 0
     for bound, n in zip((*bounds, float("inf")), counts, strict=True):
         acc += n
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), acc))
-    fam: Metric = cls(name, doc, buckets=buckets, sum_value=total)
+    return buckets
+
+
+def _histogram(
+    cls: Any, name: str, doc: str, hist: LatencyHistogram | None, bounds: Sequence[float]
+) -> Metric:
+    total = hist.total if hist is not None else 0.0
+    fam: Metric = cls(name, doc, buckets=_buckets(hist, bounds), sum_value=total)
     return fam
 
 

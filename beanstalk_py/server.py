@@ -25,7 +25,13 @@ from beanstalk_py import listen, security
 from beanstalk_py.clock import Clock, SystemClock
 from beanstalk_py.config import Config
 from beanstalk_py.engine import Engine
-from beanstalk_py.metrics import BATCH_BUCKETS, BATCH_SAMPLE_MASK, FSYNC_BUCKETS, LatencyHistogram
+from beanstalk_py.metrics import (
+    BATCH_BUCKETS,
+    BATCH_SAMPLE_MASK,
+    COMMAND_NAMES,
+    FSYNC_BUCKETS,
+    LatencyHistogram,
+)
 from beanstalk_py.session import Session
 from beanstalk_py.trace import TracingSession
 
@@ -122,7 +128,15 @@ class Connection:
             # One read in 64 is timed for /metrics; the others pay only the count above.
             t0 = time.perf_counter()
             sess.feed(data)
-            srv.batch_latency.observe(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            srv.batch_latency.observe(elapsed)
+            # ...and filed under the read's first command (most clients send one per read)
+            word = data[:24].split(b" ", 1)[0].split(b"\r", 1)[0]
+            name = COMMAND_NAMES.get(word, "other")
+            hist = srv.command_latency.get(name)
+            if hist is None:
+                hist = srv.command_latency[name] = LatencyHistogram(BATCH_BUCKETS)
+            hist.observe(elapsed)
         self.sync_reading()
         self.server.after_input()
         if sess.closed:
@@ -285,6 +299,7 @@ class Server:
         self.reads = 0
         self._metrics_exporter: Any = None  # metrics.exporter_for() creates it on first scrape
         self.batch_latency = LatencyHistogram(BATCH_BUCKETS)
+        self.command_latency: dict[str, LatencyHistogram] = {}  # sampled, by first command
         self.fsync_latency = LatencyHistogram(FSYNC_BUCKETS)
         # hardening (security.py): the accept gate, TLS on the main listener, token auth
         self.gate = security.Gate(config.max_connections, config.allow)

@@ -162,6 +162,27 @@ async def test_sampled_batch_histogram_and_reads(srv: Server) -> None:
     assert got[("beanstalkd_read_batch_duration_seconds_sum", ())] > 0
 
 
+async def test_command_latency_is_labelled_by_command(srv: Server) -> None:
+    c = await connect(srv)
+    # one command per read; 1 read in BATCH_SAMPLE_EVERY is timed, so two blocks of 2 x that
+    for _ in range(BATCH_SAMPLE_EVERY * 2):
+        await c.call(b"put 0 0 60 1\r\nx\r\n")
+    for _ in range(BATCH_SAMPLE_EVERY * 2):
+        await c.call(b"stats-tube default\r\n", lines=1)
+        await asyncio.wait_for(c.reader.readuntil(b"\n\r\n"), TIMEOUT)  # the YAML body
+    got = await scrape(srv.port)
+    puts = got[("beanstalkd_command_duration_seconds_count", (("cmd", "put"),))]
+    tube_stats = got[("beanstalkd_command_duration_seconds_count", (("cmd", "stats-tube"),))]
+    total = got[("beanstalkd_read_batch_duration_seconds_count", ())]
+    assert puts >= 1 and tube_stats >= 1
+    assert (
+        sum(
+            v for (name, _), v in got.items() if name == "beanstalkd_command_duration_seconds_count"
+        )
+        == total
+    )
+
+
 async def test_process_metrics_and_no_created_series(srv: Server) -> None:
     got = await scrape(srv.port)
     assert got[("process_cpu_seconds_total", ())] > 0
