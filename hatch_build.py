@@ -22,6 +22,8 @@ CORE = [
     "beanstalk_py/stats.py",
     "beanstalk_py/trace.py",
     "beanstalk_py/server.py",
+    "beanstalk_py/clock.py",
+    "beanstalk_py/journal.py",
 ]
 
 
