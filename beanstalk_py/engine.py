@@ -594,44 +594,6 @@ class Engine:
 
     # --- replay -----------------------------------------------------------------------
 
-    def restore(
-        self,
-        job_id: int,
-        tube: str,
-        pri: int,
-        delay: int,
-        ttr: int,
-        body: bytes,
-        created: float,
-        state: int,
-        deadline_wall: float,
-        counters: tuple[int, int, int, int, int],
-        file: int = 0,
-    ) -> Job:
-        """Re-insert a job read from the binlog (no journal call, no counters of this run)."""
-        t = self.tube(tube)
-        job = Job(job_id, t, pri, delay, ttr, body, created)
-        job.reserves, job.timeouts, job.releases, job.buries, job.kicks = counters
-        job.file = file
-        self.jobs[job_id] = job
-        self.body_bytes += len(body)
-        t.jobs_ct += 1
-        if job_id >= self.next_id:
-            self.next_id = job_id + 1
-        if state == BURIED:
-            self._make_buried(job)
-        elif state == DELAYED and deadline_wall > self.clock.wall():
-            remaining = deadline_wall - self.clock.wall()
-            job.state = DELAYED
-            job.deadline = self.clock.now() + remaining
-            t.push_delayed(job, self.jobs)
-            t.delayed_ct += 1
-            self.delayed_ct += 1
-            self._timer(job.deadline, T_DELAY, job)
-        else:
-            self._make_ready(job)
-        return job
-
     def restore_many(
         self, jobs: dict[int, Job], tubes: list[Tube], buried: list[Job], next_id: int
     ) -> None:
