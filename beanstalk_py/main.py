@@ -76,6 +76,21 @@ def inherited_sockets(config: Config) -> list[socket.socket] | None:
     return [sock] if sock is not None else None
 
 
+def import_lazy_modules() -> None:
+    import importlib
+
+    for name in (
+        "beanstalk_py.binlog",
+        "beanstalk_py.binlog.replay",
+        "beanstalk_py.http",
+        "beanstalk_py.metrics",
+        "prometheus_client",
+        "prometheus_client.core",
+        "prometheus_client.exposition",
+    ):
+        importlib.import_module(name)
+
+
 def drop_privileges(user: str) -> None:
     import pwd
 
@@ -114,6 +129,9 @@ async def serve(config: Config) -> int:
         except (OSError, ValueError) as exc:
             raise StartupError(f"--metrics-addr: cannot listen: {exc}", EXIT_SOCKET) from exc
     if config.user:
+        # Modules imported lazily later (binlog, HTTP, metrics) are loaded now: once we are
+        # USER the installation directory may no longer be readable.
+        import_lazy_modules()
         drop_privileges(config.user)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
