@@ -126,3 +126,43 @@ def test_sigterm_as_pid_1_is_a_graceful_exit_0(tmp_path: Path) -> None:
     finally:
         again.terminate()
         again.wait(10)
+
+
+def test_readyz_is_503_while_a_large_binlog_replays(tmp_path: Path) -> None:
+    from beanstalk_py.binlog import Binlog
+    from beanstalk_py.clock import SystemClock
+    from beanstalk_py.job import Job
+    from beanstalk_py.tube import Tube
+
+    binlog = tmp_path / "binlog"
+    binlog.mkdir()
+    clock = SystemClock()
+    writer = Binlog.open(binlog, fsync_ms=None, clock=clock, max_job_size=65535)
+    writer.replay()
+    tube = Tube("default")
+    jobs = 300_000  # enough for a replay of a good fraction of a second
+    for job_id in range(1, jobs + 1):
+        assert writer.put(Job(job_id, tube, 0, 0, 60, b"x" * 20 + b"\r\n", clock.wall()))
+        if job_id % 10_000 == 0:
+            writer.write_pending()
+    writer.close()
+
+    port = free_port()
+    proc = subprocess.Popen([*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])
+    seen: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not seen or seen[-1] != b"200":
+            assert time.monotonic() < deadline, seen
+            try:
+                reply = ask(port, b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+            except OSError:
+                continue
+            seen.append(reply.split(b" ", 2)[1])
+        assert seen[0] == b"503", seen  # answered during the replay, not after it
+        assert b"OK " in ask(port, b"stats-tube default\r\n")
+        stats = ask(port, b"stats\r\n")
+        assert b"current-jobs-ready: %d\n" % jobs in stats
+    finally:
+        proc.terminate()
+        proc.wait(10)
