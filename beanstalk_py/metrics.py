@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from beanstalk_py import __version__, stats
+from beanstalk_py.engine import OP_NAMES
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -69,35 +70,7 @@ BATCH_BUCKETS = (
 # Labels of beanstalkd_command_duration_seconds: the protocol's commands (anything else is
 # "other"), so a client cannot create series at will.
 COMMAND_NAMES: dict[bytes, str] = {
-    name.encode(): name
-    for name in (
-        "put",
-        "peek",
-        "peek-ready",
-        "peek-delayed",
-        "peek-buried",
-        "reserve",
-        "reserve-with-timeout",
-        "reserve-job",
-        "delete",
-        "release",
-        "bury",
-        "kick",
-        "kick-job",
-        "touch",
-        "stats",
-        "stats-job",
-        "stats-tube",
-        "use",
-        "watch",
-        "ignore",
-        "list-tubes",
-        "list-tube-used",
-        "list-tubes-watched",
-        "pause-tube",
-        "quit",
-        "auth",
-    )
+    name.encode(): name for name in (*OP_NAMES, "reserve-job", "kick-job", "quit", "auth")
 }
 
 #: Time one read in this many (a power of two: the server tests ``reads & MASK``).
