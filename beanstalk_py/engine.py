@@ -20,12 +20,17 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from beanstalk_py.clock import Clock
 from beanstalk_py.job import BURIED, DELAYED, DELETED, READY, RESERVED, URGENT_THRESHOLD, Job
 from beanstalk_py.journal import Journal, NullJournal
 from beanstalk_py.tube import SwapList, Tube
+
+# Module-level Final aliases: mypyc keeps them in C statics (no attribute lookup per call).
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
+_heapify: Final = heapq.heapify
 
 if TYPE_CHECKING:
     from beanstalk_py.session import Session
@@ -164,7 +169,7 @@ class Engine:
         timers = self.timers
         if len(timers) > 4 * (self.reserved_ct + self.delayed_ct + self.waiting_ct) + 1024:
             self._purge_timers()
-        heapq.heappush(timers, (when, next(self._seq), kind, obj))
+        _heappush(timers, (when, next(self._seq), kind, obj))
 
     def _timer_live(self, when: float, kind: int, obj: object) -> bool:
         if kind in (T_TTR, T_DELAY):
@@ -179,7 +184,7 @@ class Engine:
 
     def _purge_timers(self) -> None:
         live = [e for e in self.timers if self._timer_live(e[0], e[2], e[3])]
-        heapq.heapify(live)
+        _heapify(live)
         self.timers = live
 
     def next_deadline(self) -> float | None:
@@ -189,7 +194,7 @@ class Engine:
             when, _, kind, obj = timers[0]
             if self._timer_live(when, kind, obj):
                 return when
-            heapq.heappop(timers)
+            _heappop(timers)
         return None
 
     def tick(self) -> float | None:
@@ -201,7 +206,7 @@ class Engine:
         timers = self.timers
         unpaused: list[Tube] = []
         while timers and timers[0][0] <= now:
-            when, _, kind, obj = heapq.heappop(timers)
+            when, _, kind, obj = _heappop(timers)
             if not self._timer_live(when, kind, obj):
                 continue
             if kind == T_DELAY:
@@ -673,12 +678,12 @@ class Engine:
         for t, entries in delayed.items():
             used.add(t)
             t.delayed.extend(entries)
-            heapq.heapify(t.delayed)
+            _heapify(t.delayed)
             t.delayed_ct += len(entries)
             t.jobs_ct += len(entries)
             self.delayed_ct += len(entries)
         if delayed:
-            heapq.heapify(timers)
+            _heapify(timers)
         for job in buried:
             t = job.tube
             if remap and t in remap:

@@ -327,12 +327,13 @@ class Session:
         if b"\x00" in line:
             self.deliver(BAD_FORMAT)
             return
-        exact = _EXACT.get(line)
-        if exact is not None:
-            exact(self, b"")
-            return
         sp = line.find(b" ")
-        if sp > 0:
+        if sp < 0:
+            exact = _EXACT.get(line)
+            if exact is not None:
+                exact(self, b"")
+                return
+        elif sp > 0:
             handler = _SPACED.get(line[:sp])
             if handler is not None:
                 handler(self, line[sp + 1 :])

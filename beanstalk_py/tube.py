@@ -19,12 +19,16 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import OrderedDict
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from beanstalk_py.job import DELAYED, READY, Job
 
-T = TypeVar("T")
+# Module-level Final aliases: mypyc keeps them in C statics (no attribute lookup per call).
+_heappush: Final = heapq.heappush
+_heappop: Final = heapq.heappop
+_heapify: Final = heapq.heapify
 
+T = TypeVar("T")
 
 
 class SwapList(Generic[T]):
@@ -93,7 +97,7 @@ class Level:
         if len(fifo) == self.head or job_id > fifo[-1]:
             fifo.append(job_id)
         else:
-            heapq.heappush(self.heap, job_id)
+            _heappush(self.heap, job_id)
 
     def extend(self, ids: list[int]) -> None:
         if len(self.fifo) == self.head and not self.heap:
@@ -102,7 +106,7 @@ class Level:
             self.head = 0
         else:
             for job_id in ids:
-                heapq.heappush(self.heap, job_id)
+                _heappush(self.heap, job_id)
 
     def first(self) -> int:
         """The lowest id, or -1 when empty."""
@@ -127,7 +131,7 @@ class Level:
                 head = 0
             self.head = head
         else:
-            heapq.heappop(heap)
+            _heappop(heap)
 
     def ids(self) -> list[int]:
         return list(self.fifo[self.head :]) + self.heap
@@ -191,7 +195,7 @@ class Tube:
         level = self.ready.get(pri)
         if level is None:
             level = self.ready[pri] = Level()
-            heapq.heappush(self.ready_pris, pri)
+            _heappush(self.ready_pris, pri)
         level.push(job.id)
         self.ready_entries += 1
 
@@ -200,7 +204,7 @@ class Tube:
         level = self.ready.get(pri)
         if level is None:
             level = self.ready[pri] = Level()
-            heapq.heappush(self.ready_pris, pri)
+            _heappush(self.ready_pris, pri)
         level.extend(ids)
         self.ready_entries += len(ids)
 
@@ -219,7 +223,7 @@ class Tube:
                 n += len(live)
         self.ready = levels
         self.ready_pris = list(levels)
-        heapq.heapify(self.ready_pris)
+        _heapify(self.ready_pris)
         self.ready_entries = n
 
     def peek_ready(self, jobs: dict[int, Job]) -> Job | None:
@@ -238,7 +242,7 @@ class Tube:
                     return job
                 level.pop_first()
                 self.ready_entries -= 1
-            heapq.heappop(pris)
+            _heappop(pris)
             del levels[pri]
         return None
 
@@ -248,7 +252,7 @@ class Tube:
         delayed = self.delayed
         if len(delayed) > 2 * self.delayed_ct + 64:
             self._purge_delayed(jobs)
-        heapq.heappush(delayed, (job.deadline, job.id))
+        _heappush(delayed, (job.deadline, job.id))
 
     def _purge_delayed(self, jobs: dict[int, Job]) -> None:
         live = set()
@@ -262,7 +266,7 @@ class Tube:
             ):
                 live.add(entry)
         self.delayed = list(live)
-        heapq.heapify(self.delayed)
+        _heapify(self.delayed)
 
     def peek_delayed(self, jobs: dict[int, Job]) -> Job | None:
         """The delayed job with the earliest (deadline, id), or None."""
@@ -277,5 +281,5 @@ class Tube:
                 and job.deadline == deadline
             ):
                 return job
-            heapq.heappop(delayed)
+            _heappop(delayed)
         return None
