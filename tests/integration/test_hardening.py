@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.replies import split_replies
 
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
@@ -328,47 +329,9 @@ async def test_unexpected_handler_error_answers_internal_error(
     assert not errors[0].exc_info  # the traceback only at DEBUG
 
 
-REPLY_HEADS = (
-    b"INSERTED ",
-    b"BURIED",
-    b"EXPECTED_CRLF",
-    b"JOB_TOO_BIG",
-    b"DRAINING",
-    b"USING ",
-    b"DEADLINE_SOON",
-    b"TIMED_OUT",
-    b"RESERVED ",
-    b"DELETED",
-    b"NOT_FOUND",
-    b"RELEASED",
-    b"TOUCHED",
-    b"WATCHING ",
-    b"NOT_IGNORED",
-    b"FOUND ",
-    b"KICKED",
-    b"OK ",
-    b"PAUSED",
-    b"BAD_FORMAT",
-    b"UNKNOWN_COMMAND",
-    b"OUT_OF_MEMORY",
-)
-
-
 def check_replies(data: bytes) -> int:
     """Split ``data`` into protocol replies; fail on anything that is not one."""
-    pos = count = 0
-    while pos < len(data):
-        eol = data.find(b"\r\n", pos)
-        assert eol >= 0, data[pos:]
-        line = data[pos:eol]
-        pos = eol + 2
-        assert line.startswith(REPLY_HEADS), line
-        if line.startswith((b"OK ", b"FOUND ", b"RESERVED ")):
-            size = int(line.rsplit(b" ", 1)[1])
-            assert data[pos + size : pos + size + 2] == b"\r\n", line
-            pos += size + 2
-        count += 1
-    return count
+    return len(split_replies(data))
 
 
 def _mutate(rng: random.Random, line: bytes) -> bytes:

@@ -10,38 +10,12 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.replies import split_replies
 
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.engine import Engine
 from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
 from beanstalk_py.session import Session
-
-REPLY_HEADS = (
-    b"INSERTED ",
-    b"BURIED",
-    b"EXPECTED_CRLF",
-    b"JOB_TOO_BIG",
-    b"DRAINING",
-    b"USING ",
-    b"DEADLINE_SOON",
-    b"TIMED_OUT",
-    b"RESERVED ",
-    b"DELETED",
-    b"NOT_FOUND",
-    b"RELEASED",
-    b"TOUCHED",
-    b"WATCHING ",
-    b"NOT_IGNORED",
-    b"FOUND ",
-    b"KICKED",
-    b"OK ",
-    b"PAUSED",
-    b"BAD_FORMAT",
-    b"UNKNOWN_COMMAND",
-    b"OUT_OF_MEMORY",
-    b"UNAUTHORIZED",
-    b"AUTHENTICATED",
-)
 
 ids = st.sampled_from([b"0", b"1", b"2", b"3", b"007", b"18446744073709551616", b"-1", b"+2"])
 nums = st.sampled_from([b"0", b"1", b"5", b"4294967295", b"4294967296", b"x", b""])
@@ -117,20 +91,7 @@ streams = st.builds(
 
 def check_replies(data: bytes) -> list[bytes]:
     """Assert ``data`` is a sequence of well-formed replies; return their lines (no bodies)."""
-    lines = []
-    pos = 0
-    while pos < len(data):
-        eol = data.find(b"\r\n", pos)
-        assert eol >= 0, data[pos:]
-        line = data[pos:eol]
-        pos = eol + 2
-        assert line.startswith(REPLY_HEADS), line
-        lines.append(line)
-        if line.startswith((b"OK ", b"FOUND ", b"RESERVED ")):
-            n = int(line.rsplit(b" ", 1)[1])
-            assert data[pos + n : pos + n + 2] == b"\r\n"
-            pos += n + 2
-    return lines
+    return split_replies(data)
 
 
 def check_engine(e: Engine, sessions: list[Session]) -> None:
