@@ -180,6 +180,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_fill(driver: Any, srv: Any, jobs: int, max_time: float) -> Any:
+    """Put ``jobs`` jobs into ``srv`` over 4 connections x 64 in flight."""
+    return driver.run(
+        loadgen.Spec(
+            "fill",
+            port=srv.port,
+            conns=4,
+            depth=64,
+            jobs=jobs,
+            server_pid=srv.pid,
+            max_time=max_time,
+        )
+    )
+
+
 def server_env(cmd: str) -> dict[str, str]:
     """The servers' environment. For `python -m beanstalk_py` targets, when the package is not
     installed, the checkout this script lives in goes on PYTHONPATH so the working tree runs
@@ -319,17 +334,7 @@ def run_mem(driver: Driver, target: Target, a: argparse.Namespace, scratch: Path
         srv.start()
         time.sleep(0.2)
         r0 = rss_kib(srv.pid)
-        fill = driver.run(
-            loadgen.Spec(
-                "fill",
-                port=srv.port,
-                conns=4,
-                depth=64,
-                jobs=a.mem_jobs,
-                server_pid=srv.pid,
-                max_time=a.heavy_max,
-            )
-        )
+        fill = run_fill(driver, srv, a.mem_jobs, a.heavy_max)
         r1, hwm = rss_kib(srv.pid), rss_kib(srv.pid, "VmHWM")
         drain = driver.run(
             loadgen.Spec(
@@ -395,17 +400,7 @@ def run_startup(
     srv = Server(target, "-b {dir}", scratch, log, bdir)
     try:
         srv.start()
-        fill = driver.run(
-            loadgen.Spec(
-                "fill",
-                port=srv.port,
-                conns=4,
-                depth=64,
-                jobs=a.startup_jobs,
-                server_pid=srv.pid,
-                max_time=a.heavy_max,
-            )
-        )
+        fill = run_fill(driver, srv, a.startup_jobs, a.heavy_max)
         srv.stop()
         du = sum(f.stat().st_size for f in bdir.iterdir() if f.is_file())
         srv2 = Server(target, "-b {dir}", scratch, log, bdir)

@@ -15,29 +15,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.inprocess import running
 from support.replies import split_replies
-
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.config import Config
-from beanstalk_py.server import Server
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
-
-
-@contextlib.asynccontextmanager
-async def running(**opts: Any) -> AsyncIterator[Server]:
-    srv = Server(Config(host="127.0.0.1", port=0, **opts), clock=ManualClock())
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -7,22 +7,18 @@ the tests skip when neither is available.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.inprocess import running
 
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.config import Config
 from beanstalk_py.security import SecurityConfigError, server_ssl_context
-from beanstalk_py.server import Server
 
 TIMEOUT = 5.0
 
@@ -154,16 +150,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
             pytest.skip("neither the cryptography package nor the openssl CLI is available")
         make = _make_ca_and_cert_openssl
     return {"good": make(d, "good"), "other": make(d, "other")}
-
-
-@contextlib.asynccontextmanager
-async def running(**opts: Any) -> AsyncIterator[Server]:
-    srv = Server(Config(host="127.0.0.1", port=0, **opts), clock=ManualClock())
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
 
 
 def client_ctx(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
