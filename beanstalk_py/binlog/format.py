@@ -88,10 +88,11 @@ What is written
 * FULL on put, and when compaction copies a live job forward (its *current* state, as
   beanstalkd does: a job reserved at that moment is written as reserved and comes back ready).
 * UPDATE after bury, kick, kick-job and release, with the new priority, delay and deadline
-  (release with delay 0 too, unlike beanstalkd #597).
+  (release with delay 0 too, unlike beanstalkd #597), and when ``reserve-job`` takes a buried
+  or delayed job (state reserved: it comes back ready, not buried or delayed again).
 * DELETE after delete.
-* Not written: reserve, touch, TTR expiry, delayed -> ready by time, pause-tube (**pause state
-  is not kept across restarts**), drain mode, tubes without jobs.
+* Not written: reserve (of a ready job), touch, TTR expiry, delayed -> ready by time,
+  pause-tube (**pause state is not kept across restarts**), drain mode, tubes without jobs.
 
 Replay is last-writer-wins in (segment, offset) order. UPDATE or DELETE for an id without a
 FULL record is ignored (its FULL record was in a segment already removed). A reserved job
