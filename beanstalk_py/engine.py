@@ -567,6 +567,15 @@ class Engine:
         job = self.jobs.get(job_id)
         if job is None or job.state == RESERVED:
             return b"NOT_FOUND\r\n"
+        state = job.state
+        if state != READY:
+            # Out of the buried FIFO or the delay heap: the last record says buried/delayed,
+            # and a restart must bring the job back ready, not strand it there again.
+            job.state = RESERVED
+            ok = self.journal.update(job)
+            job.state = state
+            if not ok:
+                return b"INTERNAL_ERROR\r\n"  # not persisted: the job stays where it is
         self._detach(job)
         self._reserve(sess, job)
         return b""

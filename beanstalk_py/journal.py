@@ -7,10 +7,35 @@ restart must be able to reproduce a change:
   means there is no room to persist it: the engine drops the job and answers
   ``OUT_OF_MEMORY``.
 * ``update(job)`` after bury, kick, kick-job and release (with its new pri and delay, delay 0
-  included). The journal snapshots state, pri, delay, deadline and counters. Returning
-  ``False`` means it could not be recorded (the command then fails as the reference does).
+  included), and before ``reserve-job`` takes a buried or delayed job (recorded as reserved,
+  so a restart brings it back ready). The journal snapshots state, pri, delay, deadline and
+  counters. Returning ``False`` means it could not be recorded (the command then fails as the
+  reference does; ``reserve-job`` answers ``INTERNAL_ERROR`` and leaves the job in place).
 * ``delete(job)`` after a job is deleted. Deletes never fail for lack of space: the journal
   reserves their room at put time.
+
+Audit: every state change, and what a restart shows (a reserved job comes back ready).
+Tested end to end with SIGKILL in ``tests/integration/test_restart_states.py``.
+
+=============================================  ========  ===================================
+change                                         record    a restart shows
+=============================================  ========  ===================================
+put (ready or delayed)                         FULL      the job, delay as an absolute time
+reserve, reserve-job of a ready job            none      ready (its last record: ready, or a
+                                                         delay already over)
+reserve-job of a buried or delayed job         UPDATE    ready (record says reserved)
+touch                                          none      ready (reserved jobs come back ready)
+TTR expiry, connection closed (reserved ->     none      ready (its last record: ready,
+ready)                                                   reserved or a passed delay)
+release, with or without delay                 UPDATE    ready / delayed, new pri
+bury                                           UPDATE    buried, in bury order
+kick, kick-job (buried or delayed -> ready)    UPDATE    ready
+delayed -> ready by time                       none      ready (the deadline has passed)
+delete from any state                          DELETE    nothing
+pause-tube, drain mode                         none      not kept (as beanstalkd)
+counters changed without a record: reserves,   none      the values of the job's last record
+timeouts (as beanstalkd)
+=============================================  ========  ===================================
 
 Records are only buffered by these calls. The shell (``server.py``) decides *when* bytes reach
 the disk: once per event-loop iteration it calls ``commit()`` and releases the replies only after

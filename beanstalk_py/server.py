@@ -539,6 +539,8 @@ class Server:
                 self._held.discard(sess)
                 if isinstance(conn, Connection):
                     conn.maybe_close()
+        if self.binlog.gc_due and not self._commit():
+            return  # segment removal waited for this fsync; don't wait for the next put
         if self._held or (self.binlog.pending or self._written_seq > durable):
             if self._always_sync and self._held:
                 self._start_fsync()

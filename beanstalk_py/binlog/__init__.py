@@ -3,8 +3,8 @@
 The byte format, what is written when, replay and damage rules are specified in the docstring
 of ``beanstalk_py.binlog.format``. In short: segments ``binlog.N`` of ``-s`` bytes, each with a
 versioned 32-byte header (carrying the next job id), then CRC-32 framed little-endian records
-FULL (put / compaction), UPDATE (bury, kick, release incl. delay 0) and DELETE. Pause state,
-reserve and touch are not kept.
+FULL (put / compaction), UPDATE (bury, kick, release incl. delay 0, reserve-job of a buried or
+delayed job) and DELETE. Pause state, reserve of a ready job and touch are not kept.
 
 Modules: ``format`` (layout, encode, scan), ``writer`` (``Binlog``: buffering, group commit,
 fsync policy, space reservation, segment removal, compaction), ``replay`` (start-up),

@@ -24,6 +24,10 @@ class FileOps(Protocol):
 
     def read_file(self, path: Path) -> bytes: ...
 
+    def read_head(self, path: Path, length: int) -> bytes:
+        """The first ``length`` bytes of ``path`` (fewer if it is shorter)."""
+        ...
+
     def write_file(self, path: Path, data: bytes) -> None:
         """Create/replace ``path`` with ``data`` and fsync it (for ``.broken`` copies)."""
         ...
@@ -74,6 +78,10 @@ class OsFileOps:
     def read_file(self, path: Path) -> bytes:
         with open(path, "rb") as f:
             return f.read()
+
+    def read_head(self, path: Path, length: int) -> bytes:
+        with open(path, "rb") as f:
+            return f.read(length)
 
     def write_file(self, path: Path, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)

@@ -35,7 +35,9 @@ offset  size  type     field
 12      4     u32      segment number ``N`` (informational; the file name wins)
 16      8     u64      next job id when the segment was activated. Ids never repeat
                        across restarts even if every record of the highest ids is gone.
-24      4     -        zero
+24      4     u32      floor: every segment numbered below it is dead (0: none). The
+                       writer fills it in when the header is first written (it may be
+                       higher than ``N``); see "Floor" below.
 28      4     u32      CRC-32 (zlib) of bytes 0..27
 ======  ====  =======  ==============================================================
 
@@ -88,15 +90,29 @@ What is written
 * FULL on put, and when compaction copies a live job forward (its *current* state, as
   beanstalkd does: a job reserved at that moment is written as reserved and comes back ready).
 * UPDATE after bury, kick, kick-job and release, with the new priority, delay and deadline
-  (release with delay 0 too, unlike beanstalkd #597).
+  (release with delay 0 too, unlike beanstalkd #597), and when ``reserve-job`` takes a buried
+  or delayed job (state reserved: it comes back ready, not buried or delayed again).
 * DELETE after delete.
-* Not written: reserve, touch, TTR expiry, delayed -> ready by time, pause-tube (**pause state
-  is not kept across restarts**), drain mode, tubes without jobs.
+* Not written: reserve (of a ready job), touch, TTR expiry, delayed -> ready by time,
+  pause-tube (**pause state is not kept across restarts**), drain mode, tubes without jobs.
 
 Replay is last-writer-wins in (segment, offset) order. UPDATE or DELETE for an id without a
 FULL record is ignored (its FULL record was in a segment already removed). A reserved job
 comes back ready; a delayed job keeps its absolute ready time and is ready at once if it passed.
 Counters come back as written (no ``buries + 1`` per restart).
+
+Floor
+=====
+
+A header's floor ``F`` says that, when the header was written, no segment numbered below ``F``
+held the latest record of a live job. Such segments hold only superseded and deleted jobs and
+the DELETE records masking them, so the whole set can go in any order. Replay takes the highest
+floor of all headers with a good CRC and removes every segment below it without reading it.
+The writer removes segments below a floor only once the header carrying it is durable (fsynced
+with its directory entry) and keeps the newest durable header's segment, so a crash at any
+point finds a floor at least that high. Floors only grow, and 0 (written by older versions)
+means none; an older version reading a directory whose removals a crash interrupted could see
+deleted jobs again in the leftovers below the floor.
 
 Damage
 ======
@@ -116,8 +132,9 @@ A put is accepted only if, after its FULL record, the preallocated space still f
 current and spare segments holds one DELETE record for every live job (counting whole 20-byte
 slots per segment, since records never straddle segments). So a delete can always be logged,
 and a put that cannot be made durable fails (``OUT_OF_MEMORY``). Segments holding no live
-record are removed; compaction copies live jobs out of the oldest segment once the closed
-segments exceed twice the live bytes.
+record are removed (below a durable floor, or once no DELETE record in them masks a record of
+a segment still present); compaction copies live jobs out of the oldest segment holding any once
+the closed segments exceed twice the live bytes.
 """
 
 from __future__ import annotations
@@ -128,7 +145,7 @@ from typing import Final
 
 FILE_MAGIC: Final = b"BSPYBLOG"
 VERSION: Final = 1
-HEADER = struct.Struct("<8sHHIQ4xI")
+HEADER = struct.Struct("<8sHHIQII")
 HEADER_SIZE: Final = HEADER.size  # 32
 
 FRAME_MAGIC: Final = 0x7AB5
@@ -162,16 +179,26 @@ assert DEL_REST.size == 16
 assert FRAME_JOB.size == FRAME_SIZE + JOB_FIXED_SIZE
 
 
-def encode_header(index: int, next_id: int) -> bytes:
-    head = HEADER.pack(FILE_MAGIC, VERSION, 0, index, next_id, 0)
+def encode_header(index: int, next_id: int, floor: int = 0) -> bytes:
+    head = HEADER.pack(FILE_MAGIC, VERSION, 0, index, next_id, floor, 0)
     return head[:28] + CRC.pack(zlib.crc32(memoryview(head)[:28]))
+
+
+def header_floor(data: bytes) -> int:
+    """The floor of a header of ours with a good CRC (0 otherwise; see "Floor")."""
+    if len(data) < HEADER_SIZE:
+        return 0
+    magic, version, _flags, _index, _next_id, floor, crc = HEADER.unpack_from(data, 0)
+    if magic != FILE_MAGIC or version != VERSION or crc != zlib.crc32(memoryview(data)[:28]):
+        return 0
+    return int(floor)
 
 
 def decode_header(data: bytes) -> tuple[int, int, bool] | None:
     """Return ``(version, next_id, crc_ok)``, or None when the magic is not ours or too short."""
     if len(data) < HEADER_SIZE:
         return None
-    magic, version, _flags, _index, next_id, crc = HEADER.unpack_from(data, 0)
+    magic, version, _flags, _index, next_id, _floor, crc = HEADER.unpack_from(data, 0)
     if magic != FILE_MAGIC:
         return None
     return version, next_id, crc == zlib.crc32(memoryview(data)[:28])

@@ -310,10 +310,32 @@ def replay_into(bl: Binlog, tubes: dict[str, Tube]) -> ReplayResult:
 
     indices = segment_indices(ops.listdir(directory))
     header_next = 1
+    # The highest floor of any header (format.py, "Floor"): everything below it is dead.
+    heads: dict[int, bytes] = {}
+    floor = 0
+    for index in indices:
+        try:
+            head_bytes = ops.read_head(directory / f"binlog.{index}", fmt.HEADER_SIZE)
+        except OSError:
+            continue
+        heads[index] = head_bytes
+        floor = max(floor, fmt.header_floor(head_bytes))
     for index in indices:
         bl._next_index = max(bl._next_index, index + 1)
         path = directory / f"binlog.{index}"
         name = path.name
+        if index < floor:
+            below = fmt.decode_header(heads.get(index, b""))
+            if below is not None and below[0] == fmt.VERSION:
+                # Dead as a whole: its removal was interrupted by a crash.
+                if below[2]:
+                    header_next = max(header_next, below[1])
+                log.info("%s: below the floor %d, removed", name, floor)
+                try:
+                    ops.unlink(path)
+                except OSError as e:
+                    warn(f"{name}: below the floor {floor} but cannot remove it: {e}; skipped")
+                continue
         try:
             data = ops.read_file(path)
         except OSError as e:

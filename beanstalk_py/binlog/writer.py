@@ -19,6 +19,16 @@ A segment is removable when it holds no live job's latest record and no DELETE r
 still has to mask an older FULL record of the same job (``pins``). Those pins are released only
 once the removal of the older segment is known durable (a directory fsync), or a power loss
 could bring back the older segment without the DELETE record and resurrect the job.
+
+Pins alone free one level per directory fsync: under churn, when puts and their deletes
+straddle segment boundaries, every segment pins the one before and the chain grew with the
+write rate. So each header also carries a floor (``format.py``, "Floor"), filled in when the
+header is written, after compaction has copied the live jobs of older segments forward: once
+that header is durable, every segment below its floor goes at once, pinned or not, and the
+segment holding the newest durable header stays until a newer one is durable. Compaction copies
+out of the oldest segment that still holds live records (skipping dead ones that only wait),
+and when more than a segment of dead data waits for a floor to become durable, the writer
+fsyncs on the spot (``_sync_backlog``) rather than let the directory grow with the write rate.
 """
 
 from __future__ import annotations
@@ -161,6 +171,8 @@ class _Segment:
         "busy",
         "close_pending",
         "fd",
+        "floor",
+        "head_seq",
         "index",
         "jobs",
         "old",
@@ -187,6 +199,8 @@ class _Segment:
         self.busy = 0  # fsyncs in progress on fd
         self.close_pending = False
         self.unlinked = False
+        self.head_seq = 0  # write batch that wrote our header (0: not written yet)
+        self.floor = 0  # the floor in our header
 
     def __repr__(self) -> str:
         return f"<Segment {self.index} used={self.used}/{self.size} jobs={len(self.jobs)}>"
@@ -234,6 +248,7 @@ class Binlog:
         self._failed: BaseException | None = None
 
         self._lock = threading.Lock()
+        self._sync_idle = threading.Condition(self._lock)  # notified when an fsync() ends
         self._written_seq = 0
         self._synced_seq = 0
         self._unsynced: set[_Segment] = set()
@@ -242,6 +257,7 @@ class Binlog:
         self._syncing = 0
         self._dir_gen = 0
         self._dir_synced_gen = 0
+        self._head_seq = 0  # the last write batch that wrote a segment header
 
         self.pending = False
         self.records_written = 0
@@ -407,6 +423,12 @@ class Binlog:
     def live_bytes(self) -> int:
         return self._live_bytes
 
+    @property
+    def gc_due(self) -> bool:
+        """Segments may be removable (after an fsync): call ``write_pending()`` even with
+        nothing buffered."""
+        return self._gc_hint
+
     def disk_bytes(self) -> int:
         """Bytes the segments occupy (allocated size of current and spares, used size of
         closed ones)."""
@@ -539,18 +561,45 @@ class Binlog:
             self._retire()
         if self._gc_hint:
             self._gc()
+        if (
+            self._fsync_ms is not None
+            and self._head_seq > self._synced_seq
+            and self._closed_used > 2 * self._live_bytes + self._file_size
+        ):
+            self._sync_backlog()
         if not self._spares and self._replayed:
             self._add_spare(self._file_size)
         return seq
 
+    def _sync_backlog(self) -> None:
+        """More than a segment of dead data waits for a new header's floor to be durable:
+        writes outrun the fsyncs. Sync here, on the loop thread (after the running fsync, if
+        any), and remove it; at most once per segment written, so disk use stays bounded
+        (back-pressure at the disk's pace) instead of growing with the write rate."""
+        with self._lock:
+            while self._syncing:
+                self._sync_idle.wait()
+        self.fsync()
+        self._gc()
+
     def _write_buffers(self) -> int:
         ops = self._files
         total = 0
+        headed: list[_Segment] = []
+        floor = -1
         try:
             for seg in self._dirty:
                 buf = seg.buf
                 n = len(buf)
                 off = seg.buf_off
+                if off == 0:
+                    # The header goes out now: its floor reflects this batch, compaction
+                    # included (format.py, "Floor").
+                    if floor < 0:
+                        floor = self._floor()
+                    seg.floor = min(floor, seg.index)
+                    buf[:_H] = fmt.encode_header(seg.index, self._next_id, seg.floor)
+                    headed.append(seg)
                 assert seg.fd is not None
                 done = ops.pwrite(seg.fd, buf, off)
                 if done < n:
@@ -572,6 +621,10 @@ class Binlog:
         self.bytes_written += total
         with self._lock:
             seq = self._written_seq = self._written_seq + 1
+            for seg in headed:
+                seg.head_seq = seq
+            if headed:
+                self._head_seq = seq
             if self._fsync_ms is not None:
                 self._unsynced.update(dirty)
                 if self._first_unsynced is None:
@@ -588,6 +641,10 @@ class Binlog:
         first = self._first_unsynced
         if first is None:
             return None
+        if self._head_seq > self._synced_seq and self._closed_used > 2 * self._live_bytes:
+            # A new header's floor frees the closed segments as soon as it is durable: at
+            # most one early fsync per segment, so disk use stays bounded under fast churn.
+            return first
         return max(first, self._last_sync + self._fsync_ms / 1000.0)
 
     def fsync(self) -> int:
@@ -620,6 +677,7 @@ class Binlog:
         finally:
             with self._lock:
                 self._syncing -= 1
+                self._sync_idle.notify_all()
                 for seg in segs:
                     seg.busy -= 1
                     self._maybe_close_locked(seg)
@@ -632,8 +690,8 @@ class Binlog:
             # written since the last good fsync can be trusted, so stop for good.
             self._fail(err)
             raise BinlogWriteError(f"binlog fsync failed: {err}") from err
-        if dir_gen and self._releases:
-            self._gc_hint = True
+        if (dir_gen and self._releases) or len(self._segs) > 1:
+            self._gc_hint = True  # pins released or a floor durable: segments may go
         hook = self.on_fsync
         if hook is not None:
             hook(time.perf_counter() - t0)
@@ -811,6 +869,13 @@ class Binlog:
         older.tomb_deps[newer] = older.tomb_deps.get(newer, 0) + 1
         newer.pins += 1
 
+    def _floor(self) -> int:
+        """The oldest segment holding a live job's latest record (the current one if none)."""
+        for seg in self._segs.values():
+            if seg.jobs:
+                return seg.index
+        return self._cur.index if self._cur is not None else 0
+
     def _gc(self) -> None:
         self._gc_hint = False
         if self._releases:
@@ -822,11 +887,25 @@ class Binlog:
                 else:
                     keep.append((gen, seg, n))
             self._releases = keep
+        # The newest durable header: its floor lets every segment below it go at once, in
+        # any order (no chain of pins, one level per directory fsync); it stays itself until
+        # a newer header is durable, so a crash always finds a floor at least this high.
+        synced_seq = self._synced_seq if self._fsync_ms is not None else self._written_seq
+        keeper: _Segment | None = None
+        for seg in reversed(self._segs.values()):
+            if seg.head_seq and seg.head_seq <= synced_seq:
+                keeper = seg
+                break
+        floor = keeper.floor if keeper is not None else 0
         cur = self._cur
         dead = [
             s
             for s in self._segs.values()
-            if s is not cur and not s.jobs and s.pins == 0 and not s.buf
+            if s is not cur
+            and s is not keeper
+            and not s.jobs
+            and not s.buf
+            and (s.pins == 0 or s.index < floor)
         ]
         for seg in dead:
             self._unlink(seg)
@@ -858,8 +937,10 @@ class Binlog:
     def _compact(self, budget: int) -> None:
         """Copy live jobs out of the oldest segment so it can be removed (FIFO cleaning)."""
         while budget > 0 and self._closed_used > 2 * self._live_bytes:
-            head = next(iter(self._segs.values()))
-            if head is self._cur or not head.jobs:
+            # The oldest segment holding live records; older ones without any only wait for
+            # a durable floor or their pins (_gc), moving nothing out of them helps.
+            head = next((s for s in self._segs.values() if s.jobs), None)
+            if head is None or head is self._cur:
                 return
             for job in list(head.jobs.values()):
                 size = _FULL_BASE + len(job.tube.name_bytes) + len(job.body)

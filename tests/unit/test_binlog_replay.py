@@ -296,3 +296,22 @@ def test_foreign_file_left_alone(tmp_path: Path) -> None:
     assert bl.current_index == 2
     bl.close()
     assert (tmp_path / "binlog.1").exists()
+
+
+def test_update_as_reserved_brings_a_buried_or_delayed_job_back_ready(tmp_path: Path) -> None:
+    """reserve-job of a buried / delayed job: the UPDATE says reserved, replay says ready."""
+    clock = ManualClock()
+    bl, _ = open_binlog(tmp_path, clock)
+    buried = make_job(1, b"b", clock=clock)
+    delayed = make_job(2, b"d", delay=3600, clock=clock)
+    delayed.state, delayed.deadline = DELAYED, clock.now() + 3600
+    assert bl.put(buried) and bl.put(delayed)
+    buried.state = BURIED
+    assert bl.update(buried)
+    for job in (buried, delayed):
+        job.state = RESERVED
+        assert bl.update(job)
+    bl.close()
+    _, res = open_binlog(tmp_path, clock)
+    assert {j.id: j.state for j in res.jobs} == {1: READY, 2: READY}
+    assert res.buried == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from beanstalk_py.job import RESERVED, Job
 from beanstalk_py.session import Session
 from tests.unit.enginekit import Kit
 
@@ -205,6 +206,48 @@ def test_reserve_job_takes_delayed_and_buried_jobs_in_any_tube(kit: Kit) -> None
     assert kit.send(s, b"reserve-job 1\r\n") == b"NOT_FOUND\r\n"
     assert kit.send(s, b"release 1 0 0\r\n") == b"RELEASED\r\n"
     assert b"state: ready\n" in kit.send(s, b"stats-job 1\r\n")
+
+
+class RecordingJournal:
+    """Records the state of every UPDATE; refuses them while ``full``."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[int, int]] = []
+        self.full = False
+
+    def put(self, job: Job) -> bool:
+        return True
+
+    def update(self, job: Job) -> bool:
+        if self.full:
+            return False
+        self.updates.append((job.id, job.state))
+        return True
+
+    def delete(self, job: Job) -> None:
+        return None
+
+
+def test_reserve_job_of_a_buried_or_delayed_job_is_journaled_as_reserved(kit: Kit) -> None:
+    journal = RecordingJournal()
+    kit.engine.journal = journal
+    s = kit.session()
+    put(kit, s)
+    put(kit, s, delay=100)
+    assert kit.send(s, b"reserve-job 1\r\nbury 1 0\r\n") == b"RESERVED 1 1\r\nx\r\nBURIED\r\n"
+    journal.updates.clear()
+    put(kit, s)  # a ready job: reserving it changes nothing a restart shows
+    assert kit.send(s, b"reserve-job 3\r\n") == b"RESERVED 3 1\r\nx\r\n"
+    assert journal.updates == []
+    journal.full = True  # not persisted: refused, and the job stays where it was
+    assert kit.send(s, b"reserve-job 1\r\nreserve-job 2\r\n") == b"INTERNAL_ERROR\r\n" * 2
+    assert b"state: buried\n" in kit.send(s, b"stats-job 1\r\n")
+    assert b"state: delayed\n" in kit.send(s, b"stats-job 2\r\n")
+    assert kit.send(s, b"peek-buried\r\n") == b"FOUND 1 1\r\nx\r\n"
+    journal.full = False
+    assert kit.send(s, b"reserve-job 1\r\n") == b"RESERVED 1 1\r\nx\r\n"
+    assert kit.send(s, b"reserve-job 2\r\n") == b"RESERVED 2 1\r\nx\r\n"
+    assert journal.updates == [(1, RESERVED), (2, RESERVED)]
 
 
 def test_drain_mode_refuses_puts_after_the_body(kit: Kit) -> None:
