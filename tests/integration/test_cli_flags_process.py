@@ -353,6 +353,7 @@ def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) -> Non
             connect(ignored_port, "127.0.0.2").close()
         text = log.read_text()
         assert "inherited listen fd; ignoring option: -l 127.0.0.2" in text, text
+        assert f"inherited listen fd; ignoring option: -p {ignored_port}" in text, text
         assert "Traceback" not in text
     finally:
         proc.send_signal(signal.SIGTERM)
