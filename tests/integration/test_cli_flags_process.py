@@ -124,6 +124,23 @@ def test_auth_token_file_gates_commands(start: Start, tmp_path: Path) -> None:
         assert call(c, b"list-tube-used\r\n") == b"USING default\r\n"
 
 
+def test_auth_token_file_readable_by_others_is_refused_at_start(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(TOKEN + b"\n")
+    token.chmod(0o644)
+    proc = subprocess.run(
+        [sys.executable, "-m", "beanstalk_py", "-p", "0", "--auth-token-file", str(token)],
+        capture_output=True,
+        timeout=30,
+        env=ours_env(),
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stderr.splitlines()[0].startswith(b"beanstalk-py: "), proc.stderr
+    assert b"chmod 600" in proc.stderr
+    assert b"Traceback" not in proc.stderr and TOKEN not in proc.stderr
+
+
 # --- --tls-cert/--tls-key/--tls-client-ca ----------------------------------------------------
 
 
@@ -171,6 +188,24 @@ def test_tls_without_client_ca_serves_clients_without_a_certificate(
     assert tls_call(srv.port, client_ctx(g["ca"]), b"list-tube-used\r\n") == b"USING default\r\n"
 
 
+def test_plain_listen_serves_plaintext_next_to_tls(
+    start: Start, pki: dict[str, dict[str, Path]]
+) -> None:
+    g = pki["good"]
+    plain_port = free_port()
+    srv = start(
+        "--tls-cert",
+        str(g["server_cert"]),
+        "--tls-key",
+        str(g["server_key"]),
+        "--plain-listen",
+        f"127.0.0.1:{plain_port}",
+    )
+    assert tls_call(srv.port, client_ctx(g["ca"]), b"use t\r\n") == b"USING t\r\n"
+    with connect(plain_port) as c:
+        assert call(c, b"use u\r\n") == b"USING u\r\n"
+
+
 # --- --allow ---------------------------------------------------------------------------------
 
 
@@ -181,6 +216,43 @@ def test_allow_closes_peers_outside_the_networks(start: Start) -> None:
     inside = start("--allow", "10.0.0.0/8", "--allow", "127.0.0.0/8")
     with connect(inside.port) as c:
         assert call(c, b"list-tube-used\r\n") == b"USING default\r\n"
+
+
+def test_allow_always_admits_unix_socket_clients(tmp_path: Path) -> None:
+    path = str(tmp_path / "bs.sock")
+    srv = ServerProcess(
+        [sys.executable, "-m", "beanstalk_py", "-l", "unix:{unix}", "--allow", "10.0.0.0/8"],
+        unix_path=path,
+        env=ours_env(),
+    )
+    with srv, socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(TIMEOUT)
+        c.connect(path)
+        assert call(c, b"list-tube-used\r\n") == b"USING default\r\n"
+
+
+# --- --max-connections -----------------------------------------------------------------------
+
+
+def test_max_connections_closes_connections_beyond_n(start: Start) -> None:
+    srv = start("--max-connections", "3")
+    kept = [connect(srv.port) for _ in range(3)]
+    try:
+        for c in kept:
+            assert call(c, b"list-tube-used\r\n") == b"USING default\r\n"
+        with connect(srv.port) as extra:
+            assert closed_without_reply(extra, b"list-tube-used\r\n")
+        kept.pop().close()
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # the freed slot is usable again once the server saw the close
+            with connect(srv.port) as again:
+                if call(again, b"list-tube-used\r\n") == b"USING default\r\n":
+                    break
+            assert time.monotonic() < deadline, "freed slot never reused"
+            time.sleep(0.05)
+    finally:
+        for c in kept:
+            c.close()
 
 
 # --- --max-jobs ------------------------------------------------------------------------------
@@ -194,6 +266,14 @@ def test_max_jobs_answers_out_of_memory_beyond_n(start: Start) -> None:
         assert call(c, b"put 0 0 60 1\r\nx\r\n") == b"OUT_OF_MEMORY\r\n"
         assert call(c, b"delete 1\r\n") == b"DELETED\r\n"
         assert call(c, b"put 0 0 60 1\r\nx\r\n").startswith(b"INSERTED ")
+
+
+def test_max_job_bytes_answers_out_of_memory_beyond_the_bytes(start: Start) -> None:
+    srv = start("--max-job-bytes", "100")
+    with connect(srv.port) as c:
+        assert call(c, b"put 0 0 60 60\r\n" + b"a" * 60 + b"\r\n") == b"INSERTED 1\r\n"
+        assert call(c, b"put 0 0 60 60\r\n" + b"b" * 60 + b"\r\n") == b"OUT_OF_MEMORY\r\n"
+        assert call(c, b"put 0 0 60 30\r\n" + b"c" * 30 + b"\r\n").startswith(b"INSERTED ")
 
 
 # --- --no-http -------------------------------------------------------------------------------
