@@ -177,6 +177,7 @@ def build_config(opts: dict[str, Any]) -> Config:
         if not port.isdigit() or int(port) > 65535:
             raise click.UsageError(f"invalid port: {port}", None)
         cfg.port = int(port)
+        cfg.port_given = True
     if opts["max_job_size"] is not None:
         size = _size(opts["max_job_size"], "-z")
         if size > MAX_JOB_SIZE_LIMIT:

@@ -16,6 +16,7 @@ DEFAULT_BINLOG_SIZE = 10 * 1024 * 1024
 class Config:
     host: str | None = None  # None: every interface
     port: int = DEFAULT_PORT
+    port_given: bool = False  # -p on the command line (warned about under socket activation)
     unix_path: str | None = None  # -l unix:PATH
     max_job_size: int = DEFAULT_MAX_JOB_SIZE
     binlog_dir: Path | None = None

@@ -67,6 +67,8 @@ def inherited_sockets(config: Config) -> list[socket.socket] | None:
         ignored.append(f"-l unix:{config.unix_path}")
     elif config.host is not None:
         ignored.append(f"-l {config.host}")
+    if config.port_given:
+        ignored.append(f"-p {config.port}")
     try:
         sock, warnings = systemd.inherited_listener(ignored)
     except systemd.InheritedSocketError as exc:

@@ -291,6 +291,7 @@ class Server:
         self._held: set[Session] = set()
         self._syncing = False
         self._sync_timer: Any = None
+        self._sync_future: Any = None  # the fsync running on a worker thread, if any
         self.failed = False
         self.ready = True  # False while the binlog replays: connections wait
         self._not_ready: list[tuple[Connection, bytes]] = []
@@ -420,6 +421,7 @@ class Server:
         for srv in self.servers:
             srv.close()
         self.flush()
+        await self._release_held()
         for conn in list(self.conns):
             if conn.transport is not None:
                 conn.transport.close()
@@ -517,6 +519,17 @@ class Server:
         self._syncing = True
         fut = self.loop.run_in_executor(None, self.binlog.fsync)
         fut.add_done_callback(self._fsync_done)
+        self._sync_future = fut
+
+    async def _release_held(self) -> None:
+        """At stop, -f 0 replies held for an fsync are in flight: sync, then send them."""
+        import asyncio
+
+        while self._held and not self.failed:
+            if not self._syncing:
+                self._start_fsync()
+            # _fsync_done was added first, so it has run (and released) when this wakes up.
+            await asyncio.wait([self._sync_future])
 
     def _fsync_done(self, fut: Any) -> None:
         self._syncing = False

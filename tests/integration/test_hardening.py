@@ -205,7 +205,11 @@ async def test_connection_flood_past_max_connections_sees_a_close() -> None:
         assert srv.rejected_connections == 30
         # Admitted clients keep working; a slot freed is usable again.
         r, w = kept[0]
-        assert await ask(r, w, b"stats-tube default\r\n") == b"OK 299\r\n" or True
+        head = await ask(r, w, b"stats-tube default\r\n")
+        assert head.startswith(b"OK "), head
+        body = await asyncio.wait_for(r.readexactly(int(head.split()[1]) + 2), TIMEOUT)
+        # The 20 admitted connections, and none of the 30 closed at accept, watch default.
+        assert b"\ncurrent-watching: 20\n" in body, body
         kept[1][1].close()
         await asyncio.sleep(0.05)
         r2, w2 = await connect(srv.port)

@@ -65,37 +65,53 @@ def test_u_drops_privileges_after_binding_and_before_the_binlog() -> None:
     assert code == 0
 
 
+def write_binlog(binlog: Path, jobs: int) -> None:
+    """A binlog of ``jobs`` ready jobs in tube default, written by the real writer."""
+    from beanstalk_py.binlog import Binlog
+    from beanstalk_py.clock import SystemClock
+    from beanstalk_py.job import Job
+    from beanstalk_py.tube import Tube
+
+    clock = SystemClock()
+    writer = Binlog.open(binlog, fsync_ms=None, clock=clock, max_job_size=65535)
+    writer.replay()
+    tube = Tube("default")
+    for job_id in range(1, jobs + 1):
+        assert writer.put(Job(job_id, tube, 0, 0, 60, b"x" * 20 + b"\r\n", clock.wall()))
+        if job_id % 10_000 == 0:
+            writer.write_pending()
+    writer.close()
+
+
 def test_ready_is_notified_after_the_binlog_replayed(tmp_path: Path) -> None:
     binlog = tmp_path / "binlog"
     binlog.mkdir()
-    port = free_port()
-    # a first run leaves a job behind
-    first = subprocess.Popen([*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])
-    try:
-        assert ask(port, b"put 0 0 60 2\r\nhi\r\n") == b"INSERTED 1\r\n"
-    finally:
-        first.terminate()
-        assert first.wait(10) == 0
+    jobs = 300_000  # a replay of a good fraction of a second: READY=1 sent early is seen early
+    write_binlog(binlog, jobs)
     notify_path = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify_path))
-    listener.settimeout(10)
+    listener.settimeout(60)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
-    second = subprocess.Popen(
+    port = free_port()
+    server = subprocess.Popen(
         [*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)], env=env
     )
     try:
         message = listener.recv(4096).decode()
         assert "READY=1" in message.split("\n")
-        # READY comes after replay: the job is there for the first client
-        assert ask(port, b"peek 1\r\n") == b"FOUND 1 2\r\nhi\r\n"
-        second.terminate()
-        assert second.wait(10) == 0
+        # At the moment READY=1 arrives the replay is over: /readyz (answered with 503, not
+        # held, while the binlog replays) says 200 and every job is there.
+        readyz = ask(port, b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert readyz.startswith(b"HTTP/1.1 200 "), readyz
+        assert b"current-jobs-ready: %d\n" % jobs in ask(port, b"stats\r\n")
+        server.terminate()
+        assert server.wait(10) == 0
         assert "STOPPING=1" in listener.recv(4096).decode().split("\n")
     finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait(10)
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
         listener.close()
 
 
@@ -129,23 +145,10 @@ def test_sigterm_as_pid_1_is_a_graceful_exit_0(tmp_path: Path) -> None:
 
 
 def test_readyz_is_503_while_a_large_binlog_replays(tmp_path: Path) -> None:
-    from beanstalk_py.binlog import Binlog
-    from beanstalk_py.clock import SystemClock
-    from beanstalk_py.job import Job
-    from beanstalk_py.tube import Tube
-
     binlog = tmp_path / "binlog"
     binlog.mkdir()
-    clock = SystemClock()
-    writer = Binlog.open(binlog, fsync_ms=None, clock=clock, max_job_size=65535)
-    writer.replay()
-    tube = Tube("default")
     jobs = 300_000  # enough for a replay of a good fraction of a second
-    for job_id in range(1, jobs + 1):
-        assert writer.put(Job(job_id, tube, 0, 0, 60, b"x" * 20 + b"\r\n", clock.wall()))
-        if job_id % 10_000 == 0:
-            writer.write_pending()
-    writer.close()
+    write_binlog(binlog, jobs)
 
     port = free_port()
     proc = subprocess.Popen([*SERVER, "-l", "127.0.0.1", "-p", str(port), "-b", str(binlog)])

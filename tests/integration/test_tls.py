@@ -7,156 +7,27 @@ the tests skip when neither is available.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import shutil
 import socket
 import ssl
 import subprocess
+import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.inprocess import running
+from support.pki import client_ctx, make_pki
 
 from beanstalk_py.security import SecurityConfigError, server_ssl_context
 
 TIMEOUT = 5.0
 
 
-def _make_ca_and_cert_cryptography(d: Path, name: str) -> dict[str, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def key_pem(key: Any) -> bytes:
-        return key.private_bytes(  # type: ignore[no-any-return]
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    out = {"ca": d / f"{name}-ca.pem"}
-    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for leaf in ("server", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}-{leaf}")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        out[f"{leaf}_cert"] = d / f"{name}-{leaf}.pem"
-        out[f"{leaf}_key"] = d / f"{name}-{leaf}.key"
-        out[f"{leaf}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        out[f"{leaf}_key"].write_bytes(key_pem(key))
-    return out
-
-
-def _make_ca_and_cert_openssl(d: Path, name: str) -> dict[str, Path]:
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d, timeout=60)
-
-    out = {"ca": d / f"{name}-ca.pem"}
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name} CA",
-        "-keyout",
-        f"{name}-ca.key",
-        "-out",
-        out["ca"].name,
-    )
-    ext = d / "san.ext"
-    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for leaf in ("server", "client"):
-        run(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={name}-{leaf}",
-            "-keyout",
-            f"{name}-{leaf}.key",
-            "-out",
-            f"{name}-{leaf}.csr",
-        )
-        run(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}-{leaf}.csr",
-            "-CA",
-            out["ca"].name,
-            "-CAkey",
-            f"{name}-ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            ext.name,
-            "-out",
-            f"{name}-{leaf}.pem",
-        )
-        out[f"{leaf}_cert"] = d / f"{name}-{leaf}.pem"
-        out[f"{leaf}_key"] = d / f"{name}-{leaf}.key"
-    return out
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
-    d = tmp_path_factory.mktemp("pki")
-    try:
-        import cryptography  # noqa: F401
-
-        make = _make_ca_and_cert_cryptography
-    except ImportError:
-        if shutil.which("openssl") is None:
-            pytest.skip("neither the cryptography package nor the openssl CLI is available")
-        make = _make_ca_and_cert_openssl
-    return {"good": make(d, "good"), "other": make(d, "other")}
-
-
-def client_ctx(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(ca))
-    if cert is not None:
-        ctx.load_cert_chain(str(cert), str(key) if key else None)
-    return ctx
+    made = make_pki(tmp_path_factory.mktemp("pki"))
+    if made is None:
+        pytest.skip("neither the cryptography package nor the openssl CLI is available")
+    return made
 
 
 async def tls_ask(port: int, ctx: ssl.SSLContext, data: bytes) -> bytes:
@@ -204,18 +75,88 @@ async def test_plaintext_client_on_tls_port_is_dropped(pki: dict[str, dict[str, 
         assert not srv.conns
 
 
-@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def old_tls_client_ctx(ca: Path, version: ssl.TLSVersion) -> ssl.SSLContext:
+    """A client context that offers exactly ``version``, even one the system policy forbids.
+
+    Debian's OpenSSL refuses TLS < 1.2 at security level 2 by default, so a plain context would
+    fail on the client side before the server is asked; ``@SECLEVEL=0`` lifts that.
+    """
+    ctx = client_ctx(ca)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # ssl.TLSVersion.TLSv1_1
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
+
+
+def tls_1_1_server_ctx(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+async def handshake_version(port: int, ctx: ssl.SSLContext) -> str | None:
+    """The TLS version the server agreed to, or None if the handshake was refused."""
+    try:
+        _, w = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost"),
+            TIMEOUT,
+        )
+    except (ssl.SSLError, ConnectionError, OSError):
+        return None
+    version = w.get_extra_info("ssl_object").version()
+    w.close()
+    return str(version)
+
+
 async def test_tls_1_1_is_refused(pki: dict[str, dict[str, Path]]) -> None:
     g = pki["good"]
+    try:
+        old = old_tls_client_ctx(g["ca"], ssl.TLSVersion.TLSv1_1)
+    except (ValueError, ssl.SSLError) as exc:
+        pytest.skip(f"this OpenSSL cannot offer TLS 1.1 at all ({exc}); see the 1.2/1.3 test")
+    # The client really offers TLS 1.1: a server that accepts it completes the handshake.
+    # Without this control, a client-side refusal would make the assertion below vacuous.
+    control = await asyncio.start_server(
+        lambda r, w: w.close(),
+        "127.0.0.1",
+        0,
+        ssl=tls_1_1_server_ctx(g["server_cert"], g["server_key"]),
+    )
+    try:
+        control_port = control.sockets[0].getsockname()[1]
+        version = await handshake_version(control_port, old)
+        if version is None:
+            pytest.skip("this OpenSSL build cannot complete a TLS 1.1 handshake even locally")
+        assert version == "TLSv1.1"
+    finally:
+        control.close()
+        await control.wait_closed()
     async with running(tls_cert=str(g["server_cert"]), tls_key=str(g["server_key"])) as srv:
-        ctx = client_ctx(g["ca"])
-        try:
-            ctx.minimum_version = ssl.TLSVersion.TLSv1
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-        except (ValueError, ssl.SSLError):
-            pytest.skip("this OpenSSL cannot even offer TLS 1.1")
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-            await tls_ask(srv.port, ctx, b"stats\r\n")
+        assert await handshake_version(srv.port, old) is None
+
+
+async def test_tls_1_2_and_1_3_are_served(pki: dict[str, dict[str, Path]]) -> None:
+    g = pki["good"]
+    # Debian's OpenSSL policy alone also refuses TLS 1.1 (SECLEVEL=2), which would hide a lowered
+    # minimum in the handshake test above; the server must not rely on that policy.
+    made = server_ssl_context(str(g["server_cert"]), str(g["server_key"]))
+    assert isinstance(made, ssl.SSLContext)
+    assert made.minimum_version == ssl.TLSVersion.TLSv1_2
+    async with running(tls_cert=str(g["server_cert"]), tls_key=str(g["server_key"])) as srv:
+        for version, name in (
+            (ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
+            (ssl.TLSVersion.TLSv1_3, "TLSv1.3"),
+        ):
+            ctx = client_ctx(g["ca"])
+            ctx.minimum_version = ctx.maximum_version = version
+            assert await handshake_version(srv.port, ctx) == name
 
 
 async def test_plain_listen_next_to_tls(pki: dict[str, dict[str, Path]], tmp_path: Path) -> None:
