@@ -488,16 +488,20 @@ class Binlog:
     def delete(self, job: Job) -> None:
         """Buffer a DELETE record; never fails for lack of space (room reserved at put)."""
         full_index = job.file
-        if not full_index or self._failed is not None:
+        if not full_index:
             return
         cur = self._cur
-        if cur is None or cur.size - cur.used < _D:
-            room = self._make_room(_D, self._live_count - 1)
-            if room is None:
-                # Only reachable if the reservation could not be restored after a replay.
-                self._fail(OSError(28, "no space left to log a delete"))
-                return
-            cur = room
+        if self._failed is None:
+            if cur is None or cur.size - cur.used < _D:
+                cur = self._make_room(_D, self._live_count - 1)
+                if cur is None:
+                    # Only reachable if not even the deletes' room could be created at start.
+                    self._fail(OSError(28, "no space left to log a delete"))
+        if self._failed is not None:
+            # The shell's next write_pending() raises, so no reply claims the delete.
+            self.pending = True
+            return
+        assert cur is not None
         job_id = job.id
         rest = _DEL_REST_PACK(_MAGIC, fmt.T_DELETE, 0, 8, job_id)
         buf = cur.buf

@@ -188,6 +188,21 @@ def test_no_room_at_all_at_start_still_replays(tmp_path: Path) -> None:
     bl.close()
 
 
+def test_a_delete_with_nowhere_to_go_is_never_acknowledged(tmp_path: Path) -> None:
+    _three_jobs_left_behind(tmp_path)
+    ops = FaultyOps()
+    ops.fail_prealloc = ENOSPC
+    bl, res = open_binlog(tmp_path, files=ops, file_size=8192)
+    bl.delete(res.by_id[1])
+    assert bl.failed and bl.pending  # the shell must call write_pending before replying...
+    with pytest.raises(BinlogWriteError):
+        bl.write_pending()  # ...which fails, so the server stops without DELETED
+    bl.close()
+    bl, res = open_binlog(tmp_path, file_size=8192)
+    assert [j.id for j in res.jobs] == [1, 2, 3]
+    bl.close()
+
+
 def test_write_error_disables(tmp_path: Path) -> None:
     ops = FaultyOps()
     bl, _ = open_binlog(tmp_path, files=ops)
