@@ -40,10 +40,8 @@ def kill9(srv: ServerProcess) -> None:
 
 def stop(srv: ServerProcess) -> str:
     """SIGTERM; the server must exit 0. Returns what it logged."""
-    proc = srv.proc
-    assert proc is not None
-    assert srv.stop() == 0, srv._last_output
-    return str(srv._last_output)
+    assert srv.stop() == 0, srv.output()
+    return srv.output()
 
 
 def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> float:
@@ -159,7 +157,7 @@ def test_restart_on_a_full_disk_serves_the_jobs_and_puts_resume_after_deletes(
 
             def put_goes_in() -> bool:
                 reply = c.put(body_of(3000))
-                assert reply in (b"OUT_OF_MEMORY",) or reply.startswith(b"INSERTED "), reply
+                assert reply == b"OUT_OF_MEMORY" or reply.startswith(b"INSERTED "), reply
                 if reply.startswith(b"INSERTED "):
                     inserted.append(reply)
                 return bool(inserted)
@@ -347,6 +345,8 @@ def fsyncs(port: int) -> int:
 
 
 def test_f_ms_fsyncs_an_idle_write_within_ms_and_at_most_once_per_ms(tmp_path: Path) -> None:
+    # MS is large so that the second put surely lands inside the interval even on a busy
+    # machine: then only the server's timer can sync it (nothing is written after it).
     ms = 1000
     srv = start(tmp_path, "-f", str(ms))
     try:
@@ -360,7 +360,8 @@ def test_f_ms_fsyncs_an_idle_write_within_ms_and_at_most_once_per_ms(tmp_path: P
             # nothing else is written (no later write triggers it)
             assert c.put(b"two").startswith(b"INSERTED ")
             second = until(lambda: fsyncs(srv.port) >= before + 2, "the timed fsync", 5)
-            assert second - sent >= ms / 1000 - 0.05, "two fsyncs less than MS apart"
+            # at most one fsync per MS, and the write waited about MS, not for a later write
+            assert ms / 1000 - 0.05 <= second - sent <= ms / 1000 + 2.0, second - sent
             time.sleep(0.3)
             assert fsyncs(srv.port) == before + 2  # idle: nothing more to sync
     finally:
