@@ -15,6 +15,13 @@ live jobs whose latest FULL or UPDATE record it holds (this is also how compacti
 FULL copy in it. A job's live bytes are derived, not stored: ``FULL_BASE + len(tube name) +
 len(body)``, plus ``UPDATE_SIZE`` while it has an UPDATE record.
 
+Space: the current segment's free tail plus the spares always hold a DELETE record for every
+live job (a put or update that would eat into that room is refused), so a delete never fails
+for lack of space. At start-up that room is reserved before anything else: on a full disk a
+segment just big enough for it, and puts are refused until a full-size segment can be
+created (retried every ``_SPARE_RETRY`` s). Only when not even that fits is there no current
+segment (``_cur is None``); a delete then fails the binlog (fail-stop, never acknowledged).
+
 A segment is removable when it holds no live job's latest record and no DELETE record in it
 still has to mask an older FULL record of the same job (``pins``). Those pins are released only
 once the removal of the older segment is known durable (a directory fsync), or a power loss
@@ -435,7 +442,7 @@ class Binlog:
         tube = job.tube.name_bytes
         body = job.body
         size = _FULL_BASE + len(tube) + len(body)
-        rem = self._cur_rem()
+        rem = cur.size - cur.used if cur is not None else 0
         live = self._live_count + 1
         if cur is None or size > rem or (rem - size) // _D + self._spare_slots < live:
             cur = self._make_room(size, live)
@@ -462,7 +469,7 @@ class Binlog:
             return False
         cur = self._cur
         size = _UPD
-        rem = self._cur_rem()
+        rem = cur.size - cur.used if cur is not None else 0
         if cur is None or size > rem or (rem - size) // _D + self._spare_slots < self._live_count:
             cur = self._make_room(size, self._live_count)
             if cur is None:
