@@ -259,16 +259,26 @@ def take_all_space(disk: Path, leave: int = 0) -> Path:
 # --------------------------------------------------------------------------- start-up errors
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="an unreadable directory needs -u (root)")
-def test_unreadable_binlog_dir_exits_1_with_one_line_and_no_traceback() -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="a directory nobody may use needs -u (root)")
+@pytest.mark.parametrize(
+    ("owned_by_nobody", "mode"),
+    [
+        (True, 0o300),  # the lock file can be created, the directory not listed (replay)
+        (False, 0o755),  # the lock file cannot be created (not "in use by another process")
+    ],
+)
+def test_unusable_binlog_dir_exits_1_with_one_line_and_no_traceback(
+    owned_by_nobody: bool, mode: int
+) -> None:
     nobody = pwd.getpwnam("nobody")
     top = Path(tempfile.mkdtemp(prefix="bq-dur-"))  # not tmp_path: its parents are private
     try:
         top.chmod(0o755)
         bdir = top / "b"
         bdir.mkdir()
-        os.chown(bdir, nobody.pw_uid, nobody.pw_gid)
-        bdir.chmod(0o300)  # nobody may create the lock file but not list the directory
+        if owned_by_nobody:
+            os.chown(bdir, nobody.pw_uid, nobody.pw_gid)
+        bdir.chmod(mode)
         res = subprocess.run(
             [
                 sys.executable,
