@@ -13,6 +13,7 @@ binlog, exit 0 (also as PID 1). SIGUSR1 turns on drain mode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -200,7 +201,14 @@ async def open_binlog(server: Server, config: Config) -> Any:
     # keeps answering (503) meanwhile; it only reads a snapshot of the engine's tubes. The
     # engine is then filled in bulk on the loop thread (server.restore -> restore_many).
     tubes = dict(server.engine.tubes)
-    result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay, tubes)
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay, tubes)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            binlog.close()  # releases the lock; its own errors add nothing to the reason
+        raise StartupError(
+            f"cannot replay binlog in {config.binlog_dir}: {exc}", EXIT_BINLOG
+        ) from exc
     for warning in result.warnings:
         log.warning("binlog: %s", warning)
     t0 = time.perf_counter()

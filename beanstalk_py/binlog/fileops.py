@@ -17,7 +17,8 @@ class FileOps(Protocol):
     def lock(self, path: Path) -> int:
         """Open/create ``path`` and take an exclusive non-blocking lock; return the fd.
 
-        Raises ``BlockingIOError``/``PermissionError`` when another process holds it."""
+        Raises ``BlockingIOError`` (only) when another process holds it; any other
+        ``OSError`` means the file could not be opened."""
         ...
 
     def listdir(self, path: Path) -> list[str]: ...
@@ -67,6 +68,10 @@ class OsFileOps:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except PermissionError as e:
+            # lockf reports a held lock as EACCES or EAGAIN; an unopenable file raised above
+            os.close(fd)
+            raise BlockingIOError(e.errno, e.strerror) from e
         except BaseException:
             os.close(fd)
             raise

@@ -15,6 +15,13 @@ live jobs whose latest FULL or UPDATE record it holds (this is also how compacti
 FULL copy in it. A job's live bytes are derived, not stored: ``FULL_BASE + len(tube name) +
 len(body)``, plus ``UPDATE_SIZE`` while it has an UPDATE record.
 
+Space: the current segment's free tail plus the spares always hold a DELETE record for every
+live job (a put or update that would eat into that room is refused), so a delete never fails
+for lack of space. At start-up that room is reserved before anything else: on a full disk a
+segment just big enough for it, and puts are refused until a full-size segment can be
+created (retried every ``_SPARE_RETRY`` s). Only when not even that fits is there no current
+segment (``_cur is None``); a delete then fails the binlog (fail-stop, never acknowledged).
+
 A segment is removable when it holds no live job's latest record and no DELETE record in it
 still has to mask an older FULL record of the same job (``pins``). Those pins are released only
 once the removal of the older segment is known durable (a directory fsync), or a power loss
@@ -233,6 +240,7 @@ class Binlog:
         self._spares: list[_Segment] = []
         self._spare_slots = 0
         self._spare_retry_at = float("-inf")
+        self._space_short = False  # a segment creation failed; logged once until one succeeds
         self._next_index = 1
         self._dirty: list[_Segment] = []
         self._retiring: list[_Segment] = []
@@ -289,7 +297,7 @@ class Binlog:
         lock_path = directory / "lock"
         try:
             lock_fd = ops.lock(lock_path)
-        except (BlockingIOError, PermissionError) as e:
+        except BlockingIOError as e:
             raise BinlogLocked(
                 f"binlog directory {directory} is in use by another process "
                 f"(cannot lock {lock_path}: {e.strerror})"
@@ -339,18 +347,29 @@ class Binlog:
         return result
 
     def _start_writing(self, warnings: list[str]) -> None:
+        """Open the segment the writer appends to; never fails for lack of disk space.
+
+        On a full disk the room for the restored jobs' DELETE records comes first (a segment
+        just big enough for them): the server then serves reserve, peek, stats and delete, and
+        puts answer OUT_OF_MEMORY until a full-size segment can be created again."""
         if not self._add_spare(self._file_size, force=True):
-            raise BinlogWriteError(f"cannot create a binlog segment in {self._dir}")
-        self._rotate()
-        while self._spare_slots + (self._cur_rem() // _D) < self._live_count:
-            if not self._add_spare(self._file_size, force=True):
+            self._add_spare(_H + self._live_count * _D, force=True)
+        if self._spares:
+            self._rotate()
+        while (short := self._live_count - self._spare_slots - self._cur_rem() // _D) > 0:
+            if not self._add_spare(self._file_size, force=True) and not self._add_spare(
+                _H + short * _D, force=True
+            ):
                 msg = (
-                    "not enough disk space to reserve room for deleting every restored job; "
-                    "puts will fail until space is freed"
+                    f"no disk space to log the deletes of the {self._live_count} restored "
+                    f"jobs in {self._dir}; a delete stops the server until space is freed"
                 )
-                log.warning(msg)
-                warnings.append(msg)
+                warnings.append(msg)  # the caller logs the replay's warnings
                 break
+        if self._cur is None:
+            # Nothing could be created: the existing segments may hold the only record of the
+            # highest ids, so none is removed until a new header is durable (see below).
+            return
         # The new segment's header carries the next job id: make it durable before older
         # segments (which may hold the only record of the highest ids) are removed.
         self.write_pending()
@@ -439,15 +458,15 @@ class Binlog:
 
     def put(self, job: Job) -> bool:
         """Buffer a FULL record for a new job; False if it cannot be made durable."""
-        cur = self._cur
-        if cur is None or self._failed is not None:
+        if self._failed is not None or not self._replayed:
             return False
+        cur = self._cur  # None only if no segment could be created yet (full disk)
         tube = job.tube.name_bytes
         body = job.body
         size = _FULL_BASE + len(tube) + len(body)
-        rem = cur.size - cur.used
+        rem = cur.size - cur.used if cur is not None else 0
         live = self._live_count + 1
-        if size > rem or (rem - size) // _D + self._spare_slots < live:
+        if cur is None or size > rem or (rem - size) // _D + self._spare_slots < live:
             cur = self._make_room(size, live)
             if cur is None:
                 return False
@@ -468,12 +487,12 @@ class Binlog:
 
     def update(self, job: Job) -> bool:
         """Buffer an UPDATE record (bury, kick, release); False if there is no room."""
-        cur = self._cur
-        if cur is None or self._failed is not None or not job.file:
+        if self._failed is not None or not job.file:
             return False
+        cur = self._cur
         size = _UPD
-        rem = cur.size - cur.used
-        if size > rem or (rem - size) // _D + self._spare_slots < self._live_count:
+        rem = cur.size - cur.used if cur is not None else 0
+        if cur is None or size > rem or (rem - size) // _D + self._spare_slots < self._live_count:
             cur = self._make_room(size, self._live_count)
             if cur is None:
                 return False
@@ -498,17 +517,20 @@ class Binlog:
     def delete(self, job: Job) -> None:
         """Buffer a DELETE record; never fails for lack of space (room reserved at put)."""
         full_index = job.file
-        if not full_index or self._failed is not None:
+        if not full_index:
             return
         cur = self._cur
+        if self._failed is None:
+            if cur is None or cur.size - cur.used < _D:
+                cur = self._make_room(_D, self._live_count - 1)
+                if cur is None:
+                    # Only reachable if not even the deletes' room could be created at start.
+                    self._fail(OSError(28, "no space left to log a delete"))
+        if self._failed is not None:
+            # The shell's next write_pending() raises, so no reply claims the delete.
+            self.pending = True
+            return
         assert cur is not None
-        if cur.size - cur.used < _D:
-            room = self._make_room(_D, self._live_count - 1)
-            if room is None:
-                # Only reachable if the reservation could not be restored after a replay.
-                self._fail(OSError(28, "no space left to log a delete"))
-                return
-            cur = room
         job_id = job.id
         rest = _DEL_REST_PACK(_MAGIC, fmt.T_DELETE, 0, 8, job_id)
         buf = cur.buf
@@ -552,7 +574,7 @@ class Binlog:
         segment removal. Returns the batch number of the last write."""
         if self._failed is not None:
             raise BinlogWriteError(f"binlog disabled after an I/O error: {self._failed}")
-        if self._closed_used > 2 * self._live_bytes and self._replayed:
+        if self._closed_used > 2 * self._live_bytes and self._cur is not None:
             self._compact(2 * sum(len(s.buf) for s in self._dirty) + 65536)
         seq = self._written_seq
         if self.pending:
@@ -798,16 +820,19 @@ class Binlog:
             fd = ops.create(path)
         except OSError as e:
             self._spare_retry_at = now + _SPARE_RETRY
-            log.warning("cannot create %s: %s", path, e)
+            self._space_short_since(f"cannot create {path}: {e}")
             return False
         try:
             ops.preallocate(fd, size)
         except OSError as e:
             self._spare_retry_at = now + _SPARE_RETRY
-            log.warning("cannot preallocate %d bytes for %s: %s", size, path, e)
+            self._space_short_since(f"cannot preallocate {size} bytes for {path}: {e}")
             self._quiet(ops.close, fd)
             self._quiet(ops.unlink, path)
             return False
+        if self._space_short and size >= self._file_size:
+            self._space_short = False
+            log.warning("binlog: disk space available again in %s; puts accepted", self._dir)
         self._next_index = index + 1
         seg = _Segment(index, path, fd, size, _H)
         seg.buf_off = 0
@@ -815,6 +840,18 @@ class Binlog:
         self._spare_slots += (size - _H) // _D
         self._dir_changed()
         return True
+
+    def _space_short_since(self, reason: str) -> None:
+        """Log a failed segment creation once per episode (puts retry every _SPARE_RETRY)."""
+        if self._space_short:
+            log.debug("binlog: %s", reason)
+            return
+        self._space_short = True
+        log.warning(
+            "binlog: %s; puts answer OUT_OF_MEMORY until disk space is freed "
+            "(reserve, peek, stats and delete keep working)",
+            reason,
+        )
 
     def _rotate(self) -> None:
         """Move the writer to the first spare segment (which must exist)."""
@@ -898,6 +935,8 @@ class Binlog:
                 break
         floor = keeper.floor if keeper is not None else 0
         cur = self._cur
+        if cur is None:
+            return  # no durable header with the next id yet (see _start_writing)
         dead = [
             s
             for s in self._segs.values()

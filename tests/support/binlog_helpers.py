@@ -33,10 +33,19 @@ def make_job(
 class FaultyOps(OsFileOps):
     """Real files, with switches that make one kind of call fail."""
 
-    __slots__ = ("calls", "fail_create", "fail_fsync", "fail_prealloc", "fail_write", "writes")
+    __slots__ = (
+        "calls",
+        "fail_create",
+        "fail_fsync",
+        "fail_prealloc",
+        "fail_prealloc_from",
+        "fail_write",
+        "writes",
+    )
 
     def __init__(self) -> None:
         self.fail_prealloc: int | None = None  # errno
+        self.fail_prealloc_from = 0  # only preallocations of at least this many bytes fail
         self.fail_create: int | None = None
         self.fail_write: int | None = None
         self.fail_fsync: int | None = None
@@ -49,7 +58,7 @@ class FaultyOps(OsFileOps):
         return super().create(path)
 
     def preallocate(self, fd: int, length: int) -> None:
-        if self.fail_prealloc is not None:
+        if self.fail_prealloc is not None and length >= self.fail_prealloc_from:
             raise OSError(self.fail_prealloc, os.strerror(self.fail_prealloc))
         super().preallocate(fd, length)
 

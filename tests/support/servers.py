@@ -120,6 +120,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
         self.argv: list[str] = []
+        self._last_output = ""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -227,9 +228,9 @@ class ServerProcess:
             return True
 
     def output(self) -> str:
-        """What the server printed so far (stdout and stderr)."""
+        """What the server printed so far (stdout and stderr); after ``stop()``, everything."""
         if self._log is None:
-            return ""
+            return self._last_output
         self._log.flush()
         self._log.seek(0)
         return self._log.read().decode(errors="replace")

@@ -140,11 +140,69 @@ def test_disk_full_refuses_puts_but_deletes_work(tmp_path: Path) -> None:
     bl.close()
 
 
-def test_no_segment_at_start_is_an_error(tmp_path: Path) -> None:
+def _three_jobs_left_behind(d: Path) -> None:
+    bl, _ = open_binlog(d, file_size=8192)
+    for i in (1, 2, 3):
+        assert bl.put(make_job(i, b"r" * 100))
+    bl.write_pending()
+    bl.close()
+
+
+def test_full_disk_at_start_reserves_the_deletes_and_refuses_puts(tmp_path: Path) -> None:
+    _three_jobs_left_behind(tmp_path)
+    ops = FaultyOps()
+    ops.fail_prealloc, ops.fail_prealloc_from = ENOSPC, 8192  # only small segments fit
+    clock = ManualClock()
+    bl, res = open_binlog(tmp_path, clock, files=ops, file_size=8192)
+    assert [j.id for j in res.jobs] == [1, 2, 3]
+    assert not bl.put(make_job(4))
+    for j in res.by_id.values():  # the room reserved first takes every delete
+        bl.delete(j)
+        bl.write_pending()
+    assert not bl.failed
+    ops.fail_prealloc = None
+    assert not bl.put(make_job(5))  # the next attempt waits for the retry interval
+    clock.advance(1)
+    assert bl.put(make_job(6))
+    bl.write_pending()
+    bl.close()
+    bl, res = open_binlog(tmp_path, file_size=8192)
+    assert [j.id for j in res.jobs] == [6]
+    bl.close()
+
+
+def test_no_room_at_all_at_start_still_replays(tmp_path: Path) -> None:
+    _three_jobs_left_behind(tmp_path)
     ops = FaultyOps()
     ops.fail_prealloc = ENOSPC
+    clock = ManualClock()
+    bl, res = open_binlog(tmp_path, clock, files=ops, file_size=8192)
+    assert [j.id for j in res.jobs] == [1, 2, 3]
+    assert any("no disk space to log the deletes of the 3" in w for w in res.warnings)
+    assert not bl.put(make_job(4))
+    ops.fail_prealloc = None
+    clock.advance(1)
+    assert bl.put(make_job(5))  # space is back: a segment (with a fresh header) is created
+    bl.write_pending()
+    bl.close()
+    bl, res = open_binlog(tmp_path, file_size=8192)
+    assert [j.id for j in res.jobs] == [1, 2, 3, 5]
+    bl.close()
+
+
+def test_a_delete_with_nowhere_to_go_is_never_acknowledged(tmp_path: Path) -> None:
+    _three_jobs_left_behind(tmp_path)
+    ops = FaultyOps()
+    ops.fail_prealloc = ENOSPC
+    bl, res = open_binlog(tmp_path, files=ops, file_size=8192)
+    bl.delete(res.by_id[1])
+    assert bl.failed and bl.pending  # the shell must call write_pending before replying...
     with pytest.raises(BinlogWriteError):
-        open_binlog(tmp_path, files=ops)
+        bl.write_pending()  # ...which fails, so the server stops without DELETED
+    bl.close()
+    bl, res = open_binlog(tmp_path, file_size=8192)
+    assert [j.id for j in res.jobs] == [1, 2, 3]
+    bl.close()
 
 
 def test_write_error_disables(tmp_path: Path) -> None:
