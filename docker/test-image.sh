@@ -168,7 +168,8 @@ echo "image: $version"
 check "beanstalk-py -v in the image says core: mypyc" grep -q "(core: mypyc" <<<"$version"
 check "no compiler, no sources in the final stage" \
   "${E[@]}" run --rm "${RUN_OPTS[@]}" --entrypoint /bin/sh "$IMAGE" \
-  -c '! command -v gcc && ! command -v cc && [ ! -e /src ] && [ ! -e /usr/include/python3.11/Python.h ]'
+  -c '! command -v gcc && ! command -v cc && [ ! -e /src ] && [ ! -e /usr/include/python3.11/Python.h ]' \
+  2>>"$work/run.log"
 size_bytes="$("${E[@]}" image inspect --format '{{.Size}}' "$IMAGE")"
 size_mb=$((size_bytes / 1000000))
 check "image size ${size_mb} MB (limit ${MAX_IMAGE_MB} MB)" [ "$size_mb" -le "$MAX_IMAGE_MB" ]
@@ -295,7 +296,7 @@ else
   check "-V startup log says core: mypyc" grep -q "(core: mypyc)" <<<"$log_a"
   job1="$(probe put before-stop)"
   t0=$(date +%s.%N)
-  "${E[@]}" stop -t 20 "$tag-a" >/dev/null
+  "${E[@]}" stop -t 20 "$tag-a" >/dev/null 2>>"$work/run.log"
   elapsed="$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")"
   code="$("${E[@]}" inspect --format '{{.State.ExitCode}}' "$tag-a")"
   check "SIGTERM (stop): exit code 0 (got $code) within ${STOP_SECONDS} s (took ${elapsed} s)" \
@@ -306,13 +307,13 @@ if start "$tag-b"; then
   check "job put before 'stop' is there after a restart on the same volume" \
     probe has "${job1:-0}" before-stop
   job2="$(probe put before-kill)"
-  "${E[@]}" kill -s KILL "$tag-b" >/dev/null
+  "${E[@]}" kill -s KILL "$tag-b" >/dev/null 2>>"$work/run.log"
   "${E[@]}" wait "$tag-b" >/dev/null 2>&1
   if start "$tag-c"; then
     check "job put before 'kill' (SIGKILL) is there after a restart on the same volume" \
       probe has "${job2:-0}" before-kill
     check "first job still there after the second restart" probe has "${job1:-0}" before-stop
-    "${E[@]}" kill -s TERM "$tag-c" >/dev/null
+    "${E[@]}" kill -s TERM "$tag-c" >/dev/null 2>>"$work/run.log"
     code="$("${E[@]}" wait "$tag-c" 2>/dev/null | tail -n1)"
     check "kill -s TERM: exit code 0 (got '$code')" [ "$code" = 0 ]
   else
