@@ -2,6 +2,8 @@
 
 * ``pip install .`` (a standard wheel) compiles ``CORE`` with mypyc; if the compiler or mypyc
   is unavailable it warns and installs the pure-Python package instead.
+* ``BEANSTALK_PY_REQUIRE_COMPILED=1`` turns that fallback into an error, so a build that must
+  ship the compiled core (the container image) fails instead of silently going pure.
 * Editable installs (``pip install -e .``) and ``BEANSTALK_PY_PURE=1`` stay pure Python, so a
   source edit is never shadowed by a stale extension module.
 * The extension modules mypyc builds in the source tree are removed once the wheel holds them.
@@ -35,12 +37,22 @@ class CompiledCoreHook(MypycBuildHook):  # type: ignore[misc]
         self.config.setdefault("include", CORE)
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        required = os.environ.get("BEANSTALK_PY_REQUIRE_COMPILED") == "1"
         if version == "editable" or os.environ.get("BEANSTALK_PY_PURE") == "1":
+            if required:
+                raise RuntimeError(
+                    "beanstalk-py: BEANSTALK_PY_REQUIRE_COMPILED=1, but this build is pure Python"
+                    f" ({version} install or BEANSTALK_PY_PURE=1)"
+                )
             self.clean([version])
             return
         try:
             super().initialize(version, build_data)
         except Exception as exc:  # no compiler, no headers, mypyc error: stay pure
+            if required:
+                raise RuntimeError(
+                    f"beanstalk-py: mypyc build failed and BEANSTALK_PY_REQUIRE_COMPILED=1: {exc}"
+                ) from exc
             self.app.display_warning(f"beanstalk-py: mypyc build failed, using pure Python: {exc}")
             self.clean([version])
 

@@ -147,7 +147,9 @@ def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 def command(**opts: Any) -> None:
     if opts["show_version"]:
-        click.echo(f"beanstalk-py {__version__} (beanstalkd 1.13 protocol)")
+        from beanstalk_py.build_info import core_kind
+
+        click.echo(f"beanstalk-py {__version__} (core: {core_kind()}, beanstalkd 1.13 protocol)")
         return
     config = build_config(opts)
     from beanstalk_py.logs import setup_logging

@@ -44,6 +44,11 @@ class StartupError(Exception):
 
 def run(config: Config) -> int:
     """Serve until a signal stops us; return the process exit code."""
+    from beanstalk_py import __version__
+    from beanstalk_py.build_info import core_kind
+
+    # Shown with -V: an operator (and the image test) can see which core is running.
+    log.info("beanstalk-py %s (core: %s)", __version__, core_kind())
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
     try:

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from beanstalk_py import __version__, stats
+from beanstalk_py.build_info import core_kind
 from beanstalk_py.engine import OP_NAMES
 
 if TYPE_CHECKING:
@@ -193,10 +194,11 @@ class EngineCollector:
         yield gauge("up", "1 while the server answers scrapes", 1)
         build = GaugeMetricFamily(
             PREFIX + "build_info",
-            "beanstalk-py version and the protocol version it reports in stats",
-            labels=["version", "implementation", "protocol"],
+            "beanstalk-py version, the protocol version it reports in stats, and its core"
+            " (mypyc: compiled, pure: pure Python)",
+            labels=["version", "implementation", "protocol", "core"],
         )
-        build.add_metric([__version__, "beanstalk-py", stats.VERSION], 1)
+        build.add_metric([__version__, "beanstalk-py", stats.VERSION, core_kind()], 1)
         yield build
         inst = GaugeMetricFamily(
             PREFIX + "instance_info",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from beanstalk_py import __version__
+from beanstalk_py.build_info import core_kind
 from beanstalk_py.cli import _fsync_after_no_fsync, command
 
 SERVER = [sys.executable, "-m", "beanstalk_py"]
@@ -92,6 +94,17 @@ def test_usage_errors_exit_5_without_traceback(args: list[str], message: str) ->
 def test_max_job_size_is_clamped_with_a_warning() -> None:
     cfg = config_for("-z", "99999999999")
     assert cfg.max_job_size == 1073741824
+
+
+def test_version_and_verbose_start_say_which_core_runs() -> None:
+    # The subprocess imports the same package as this test (source tree or compiled install).
+    out = run("-v")
+    assert f"(core: {core_kind()}," in out.stdout
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = run("-V", "-l", "127.0.0.1", "-p", str(busy.getsockname()[1]))
+    assert f"beanstalk-py {__version__} (core: {core_kind()})" in out.stderr
 
 
 def test_port_in_use_exits_111() -> None:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from beanstalk_py import stats
+from beanstalk_py.build_info import core_kind
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
 from beanstalk_py.metrics import (
@@ -90,6 +91,7 @@ def test_global_names_follow_stats_keys() -> None:
     assert dict(info[0][1])["id"] == srv.engine.instance_id
     build = dict(next(k for k in got if k[0] == "beanstalkd_build_info")[1])
     assert build["implementation"] == "beanstalk-py" and build["protocol"] == stats.VERSION
+    assert build["core"] == core_kind()
     assert got[("beanstalkd_tube_current_jobs_ready", (("tube", "a"),))] == 2
     assert got[("beanstalkd_tube_current_jobs_reserved", (("tube", "a"),))] == 1
     assert got[("beanstalkd_tube_current_watching", (("tube", "a"),))] == 1
