@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -11,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from support.servers import ours_process
 
 
 def _free_port() -> int:
@@ -24,8 +22,6 @@ def _free_port() -> int:
 class _Server:
     def __init__(self, bdir: Path, *extra: str) -> None:
         self.port = _free_port()
-        env = dict(os.environ)
-        env.setdefault("PYTHONPATH", str(REPO))  # keep a caller's (e.g. the compiled build)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -39,7 +35,7 @@ class _Server:
                 str(bdir),
                 *extra,
             ],
-            env=env,
+            **ours_process(),
         )
         deadline = time.monotonic() + 15
         while True:

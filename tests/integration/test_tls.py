@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import shutil
 import socket
 import ssl
 import subprocess
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 from support.inprocess import running
+from support.requirements import require_binary
+from support.servers import ours_process
 
 from beanstalk_py.security import SecurityConfigError, server_ssl_context
 
@@ -146,8 +147,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
 
         make = _make_ca_and_cert_cryptography
     except ImportError:
-        if shutil.which("openssl") is None:
-            pytest.skip("neither the cryptography package nor the openssl CLI is available")
+        require_binary("openssl", "certificates for the TLS tests (Debian: openssl)")
         make = _make_ca_and_cert_openssl
     return {"good": make(d, "good"), "other": make(d, "other")}
 
@@ -307,7 +307,7 @@ def test_bad_files_give_one_line_errors(pki: dict[str, dict[str, Path]], tmp_pat
         ],
         capture_output=True,
         timeout=30,
-        cwd=Path(__file__).resolve().parents[2],
+        **ours_process(),
     )
     assert proc.returncode == 5
     assert b"cannot load certificate" in proc.stderr
