@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Small AST-based mutation testing for beanstalk-py, run on demand (not in CI).
 
-Why not mutmut: mutmut 3 rewrites every function into a trampoline inside a ``mutants/`` copy
-and needs a full instrumented run of the suite first; the process tests of this suite start
-``python -m beanstalk_py`` from the repository, and the 2-core CI box makes the instrumented
-run too slow. This script is small enough to read in one go:
+Next to mutmut (scripts/mutation.sh): mutmut maps a mutant to the tests that reach its function
+*in-process*, so code that only the process tests reach (the CLI, start-up) is "not tested"
+there. This script instead runs the module's real test files, subprocess tests included, and
+is small enough to read in one go:
 
 * it copies the working tree (no ``.git``) into a temporary directory, one copy per worker;
 * it enumerates mutants of the modules named on the command line by walking their AST:
@@ -246,7 +246,15 @@ def find_mutants(root: Path, rel: str) -> list[Mutant]:
 def copy_tree(dest: Path) -> Path:
     """A copy of the working tree (sources and tests, no VCS data or caches) at ``dest``."""
     ignore = shutil.ignore_patterns(
-        ".git", "mutants", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "*.so"
+        ".git",
+        "mutants",
+        "__pycache__",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        ".hypothesis",
+        ".benchmarks",
+        "*.so",
     )
     shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
     return dest
