@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Small AST-based mutation testing for beanstalk-py, run on demand (not in CI).
 
-Next to mutmut (scripts/mutation.sh): mutmut maps a mutant to the tests that reach its function
-*in-process*, so code that only the process tests reach (the CLI, start-up) is "not tested"
-there. This script instead runs the module's real test files, subprocess tests included, and
-is small enough to read in one go:
+Why not mutmut 3 (tried, see docs/TESTING.md): it maps mutants to tests in-process, so code
+reached only by the process tests (the CLI, start-up) counts as untested, and its re-run of
+single tests by node id fails on this suite's parametrised ids (escaped bytes such as ``\\r\\n``).
+This script runs the module's real test files, subprocess tests included:
 
 * it copies the working tree (no ``.git``) into a temporary directory, one copy per worker;
 * it enumerates mutants of the modules named on the command line by walking their AST:
