@@ -154,10 +154,11 @@ NAMED: list[Named] = [
         "listen-fds-ignored",
         "5. LISTEN_FDS ignored (socket activation)",
         "beanstalk_py/main.py",
+        # Only the systemd path: the prebound socket of a plain start is still used.
         (
             (
-                "        await server.start(inherited_sockets(config))\n",
-                "        await server.start(None)\n",
+                "        sock, warnings = systemd.inherited_listener(ignored)\n",
+                "        sock, warnings = None, []\n",
             ),
         ),
     ),
