@@ -1,20 +1,19 @@
-"""Which protocol core this process runs: the mypyc-compiled one or the pure-Python one.
+"""Which build of the protocol core is running: mypyc-compiled or pure Python.
 
-A regular ``pip install .`` compiles the core with mypyc (hatch_build.py); editable installs and
-``BEANSTALK_PY_PURE=1`` stay pure Python. The engine module is part of the compiled set, so its
-file tells which one was imported.
+A regular ``pip install .`` compiles the core modules (hatch_build.py ``CORE``) with mypyc;
+editable installs and ``BEANSTALK_PY_PURE=1`` stay pure. ``core_kind()`` tells them apart by the
+engine module's loader, without importing the engine if it is not loaded yet.
 """
 
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 
 
 def core_kind() -> str:
     """``"mypyc"`` if ``beanstalk_py.engine`` is an extension module, else ``"pure"``."""
-    from beanstalk_py import engine
-
-    path = getattr(engine, "__file__", None) or ""
-    if path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+    spec = importlib.util.find_spec("beanstalk_py.engine")
+    if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
         return "mypyc"
     return "pure"

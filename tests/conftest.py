@@ -20,6 +20,7 @@ For several servers in one test use the ``server_factory`` fixture.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from support.harness import (
     reference_server,
     target_is_reference,
 )
-from support.servers import reference_version, remove_unix_dir, short_unix_path
+from support.servers import ours_env, reference_version, remove_unix_dir, short_unix_path
 
 __all__ = ["ServerHandle"]
 
@@ -44,6 +45,10 @@ if _REPO_ROOT not in sys.path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Every child that imports beanstalk_py (`python -m beanstalk_py`, `-c` snippets) finds the
+    # build under test first, whatever its cwd: this tree, or the compiled one under
+    # .ci/test-compiled (BEANSTALK_PY_TEST_PYTHONPATH), never an unrelated installed copy.
+    os.environ["PYTHONPATH"] = ours_env()["PYTHONPATH"]
     config.addinivalue_line(
         "markers",
         "server_args(max_job_size=N, drain=bool, unix=bool): options for the `server` fixture",

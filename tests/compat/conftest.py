@@ -1,9 +1,11 @@
-"""Skips for compat tests: the reference binary and a runnable ``python -m beanstalk_py``."""
+"""Fixtures for compat tests: the reference binary (required under CI=true) and our package."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
-from support.harness import our_module_exists
+from support.requirements import require
 from support.servers import reference_available
 
 from .differential import ours_kind
@@ -11,13 +13,12 @@ from .differential import ours_kind
 
 @pytest.fixture
 def need_reference() -> None:
-    if not reference_available():
-        pytest.skip("/usr/bin/beanstalkd is not installed")
+    require(reference_available(), "/usr/bin/beanstalkd: the reference server (Debian: beanstalkd)")
 
 
 @pytest.fixture
 def need_ours() -> None:
-    if ours_kind() == "ours" and not (
-        our_module_exists("beanstalk_py.cli") and our_module_exists("beanstalk_py.server")
-    ):
-        pytest.skip("beanstalk_py.cli / beanstalk_py.server not available yet")
+    if ours_kind() == "ours":
+        # Not importable is an error, never a skip.
+        importlib.import_module("beanstalk_py.cli")
+        importlib.import_module("beanstalk_py.server")

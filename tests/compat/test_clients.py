@@ -14,7 +14,7 @@ from pathlib import Path
 import greenstalk
 import pytest
 from pystalk import BeanstalkClient
-from support.harness import our_module_exists
+from support.requirements import require
 from support.servers import (
     ServerProcess,
     ours_argv,
@@ -31,12 +31,9 @@ RUBY_SCRIPT = Path(__file__).parent / "ruby" / "beaneater_round_trip.rb"
 @pytest.fixture(params=["ours", "reference"])
 def address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
     if request.param == "reference":
-        if not reference_available():
-            pytest.skip("/usr/bin/beanstalkd is not installed")
+        require(reference_available(), "/usr/bin/beanstalkd: the reference server (Debian: beanstalkd)")
         proc = ServerProcess(reference_argv())
     else:
-        if not (our_module_exists("beanstalk_py.cli") and our_module_exists("beanstalk_py.server")):
-            pytest.skip("beanstalk_py.cli / beanstalk_py.server not available yet")
         proc = ServerProcess(ours_argv(), env=ours_env())
     with proc:
         yield proc.host, proc.port
@@ -160,8 +157,7 @@ def _ruby_has_beaneater() -> bool:
 
 
 def test_beaneater_round_trip(address: tuple[str, int]) -> None:
-    if not _ruby_has_beaneater():
-        pytest.skip("ruby with the beaneater gem (Debian: ruby ruby-beaneater) is not installed")
+    require(_ruby_has_beaneater(), "ruby with the beaneater gem (Debian: ruby ruby-beaneater)")
     host, port = address
     run = subprocess.run(
         ["ruby", str(RUBY_SCRIPT), f"{host}:{port}"],

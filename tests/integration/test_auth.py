@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from support.servers import ours_process
 
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
@@ -149,7 +150,7 @@ def test_cli_refuses_a_readable_token_file(tmp_path: Path) -> None:
         [sys.executable, "-m", "beanstalk_py", "-p", "0", "--auth-token-file", str(path)],
         capture_output=True,
         timeout=30,
-        cwd=Path(__file__).resolve().parents[2],
+        **ours_process(),
     )
     assert proc.returncode == 5
     assert b"group or others" in proc.stderr

@@ -5,10 +5,17 @@ and without delay) on its own jobs and keeps a model of what the server *acknowl
 command whose reply did not arrive before the kill is uncertain: either outcome is fine. After
 the restart every acknowledged job must be there with its body, priority, state (reserved
 ones come back ready) and counters, no acknowledged delete may come back, and ids never repeat.
+
+Worker threads run under ``concurrent.futures`` and their results are collected, so an
+assertion or an unexpected error in a worker fails the test. The only error tolerated is the
+connection dropping (reset, EOF, broken pipe) *after* the kill was sent, and only the command
+that was in flight then becomes uncertain; any other reply (an error, NOT_FOUND for one of the
+worker's own jobs) fails.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import signal
@@ -20,7 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from support.servers import ours_process
+
 WORKERS = 4
 ROUNDS = 3
 
@@ -32,11 +40,9 @@ def free_port() -> int:
 
 
 def start(bdir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONPATH", str(REPO))
     return subprocess.Popen(
         [sys.executable, "-m", "beanstalk_py", "-l", "127.0.0.1", "-p", str(port), "-b", str(bdir)],
-        env=env,
+        **ours_process(),
     )
 
 
@@ -96,12 +102,32 @@ class Model:
     max_id: int = 0
 
 
-def worker(port: int, model: Model, stop: threading.Event, seed: int) -> None:
+# What a kill -9 does to a client: EOF ("closed"), reset, broken pipe. Timeouts are not here:
+# a server that stops answering while alive is a failure.
+KILL_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
+def dropped_by_kill(exc: BaseException, killed: threading.Event) -> bool:
+    """True when ``exc`` is the connection dropping after the kill was sent."""
+    if not killed.is_set():
+        return False
+    return isinstance(exc, KILL_ERRORS) or (
+        type(exc) is ConnectionError and exc.args == ("closed",)
+    )
+
+
+def worker(
+    port: int, model: Model, stop: threading.Event, killed: threading.Event, seed: int
+) -> int:
+    """Run commands until ``stop``; return how many were acknowledged."""
     rnd = random.Random(seed)
+    acked = 0
     try:
         conn = Conn(port)
-    except OSError:
-        return
+    except OSError as exc:
+        if killed.is_set():  # the kill came before this worker got going
+            return 0
+        raise AssertionError(f"worker could not connect before the kill: {exc!r}") from exc
     mine: list[int] = []
     pending: int | None = None
     try:
@@ -137,6 +163,7 @@ def worker(port: int, model: Model, stop: threading.Event, seed: int) -> None:
                         mine.remove(job_id)
                 known.uncertain = False
                 pending = None
+                acked += 1
             else:
                 body = rnd.randbytes(rnd.randrange(0, 200)).replace(b"\r\n", b"..")
                 pri = rnd.randrange(0, 2000)
@@ -150,12 +177,16 @@ def worker(port: int, model: Model, stop: threading.Event, seed: int) -> None:
                     model.max_id = max(model.max_id, job_id)
                 mine.append(job_id)
                 pending = None
-    except (ConnectionError, OSError):
-        pass  # the kill
-    finally:
+                acked += 1
+    except OSError as exc:
+        if not dropped_by_kill(exc, killed):
+            raise
+        # The reply to the command in flight was lost: its outcome is unknown.
         if pending is not None and pending > 0:
             model.jobs[pending].uncertain = True
+    finally:
         conn.sock.close()
+    return acked
 
 
 def check(port: int, model: Model) -> None:
@@ -194,19 +225,22 @@ def test_kill_9_under_concurrent_load_loses_nothing_acknowledged(tmp_path: Path)
         server = start(tmp_path, port)
         try:
             check(port, model)  # everything acknowledged in earlier rounds survived
-            stop = threading.Event()
-            threads = [
-                threading.Thread(target=worker, args=(port, model, stop, rnd.random()))
-                for _ in range(WORKERS)
-            ]
-            for t in threads:
-                t.start()
-            time.sleep(rnd.uniform(0.2, 0.8))  # a random kill point under load
-            server.send_signal(signal.SIGKILL)
-            server.wait(10)
-            stop.set()
-            for t in threads:
-                t.join(10)
+            stop, killed = threading.Event(), threading.Event()
+            with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+                futures = [
+                    pool.submit(worker, port, model, stop, killed, rnd.random())
+                    for _ in range(WORKERS)
+                ]
+                try:
+                    time.sleep(rnd.uniform(0.2, 0.8))  # a random kill point under load
+                    killed.set()
+                    server.send_signal(signal.SIGKILL)
+                    server.wait(10)
+                finally:
+                    stop.set()
+                # A worker's assertion or unexpected error fails the test here.
+                acked = sum(f.result(timeout=30) for f in futures)
+            assert acked > 0, "no command was acknowledged before the kill"
         finally:
             if server.poll() is None:
                 server.kill()

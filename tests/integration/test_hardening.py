@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from support.inprocess import running
 from support.replies import split_replies
+from support.servers import ours_process
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 10.0
 
 
@@ -433,7 +433,7 @@ def subprocess_server(*args: str) -> Any:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "beanstalk_py", "-l", "127.0.0.1", "-p", str(port), *args],
-        cwd=REPO,
+        **ours_process(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -497,7 +497,7 @@ def test_fd_exhaustion_closes_new_clients_instead_of_hanging() -> None:
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "-l", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
+        **ours_process(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

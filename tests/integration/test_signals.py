@@ -26,14 +26,6 @@ TIMEOUT = 5.0
 ServerProcessFactory = Callable[..., ServerProcess]
 
 
-def binlog_available() -> bool:
-    try:
-        from beanstalk_py.binlog import Binlog  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture
 def start() -> Iterator[ServerProcessFactory]:
     procs: list[ServerProcess] = []
@@ -170,7 +162,6 @@ def test_default_verbosity_is_quiet(start: ServerProcessFactory) -> None:
     assert "cmd=" not in proc.output() and "accept" not in proc.output()
 
 
-@pytest.mark.skipif(not binlog_available(), reason="beanstalk_py.binlog not available")
 def test_sigterm_under_load_keeps_every_acknowledged_job(
     start: ServerProcessFactory, tmp_path: Path
 ) -> None:

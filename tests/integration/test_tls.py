@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from support.inprocess import running
 from support.pki import client_ctx, make_pki
+from support.requirements import require
+from support.servers import ours_process
 
 from beanstalk_py.security import SecurityConfigError, server_ssl_context
 
@@ -25,8 +27,8 @@ TIMEOUT = 5.0
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     made = make_pki(tmp_path_factory.mktemp("pki"))
-    if made is None:
-        pytest.skip("neither the cryptography package nor the openssl CLI is available")
+    require(made is not None, "the cryptography package or the openssl CLI (certificates)")
+    assert made is not None
     return made
 
 
@@ -248,7 +250,7 @@ def test_bad_files_give_one_line_errors(pki: dict[str, dict[str, Path]], tmp_pat
         ],
         capture_output=True,
         timeout=30,
-        cwd=Path(__file__).resolve().parents[2],
+        **ours_process(),
     )
     assert proc.returncode == 5
     assert b"cannot load certificate" in proc.stderr

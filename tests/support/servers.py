@@ -4,6 +4,10 @@
 ``python -m beanstalk_py``) on a free loopback port or a UNIX socket, waits until it accepts
 connections, and always terminates and reaps it. Placeholders in the template: ``{host}``,
 ``{port}``, ``{unix}`` (the socket path) and ``{listen}`` (``host`` or ``unix:PATH``).
+
+Every process that imports beanstalk_py starts the build under test: ``ours_env()`` /
+``ours_cwd()`` / ``ours_process()`` put ``package_root()`` (the working tree, or the installed
+compiled build under ``.ci/test-compiled``) first.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 REFERENCE_BIN = "/usr/bin/beanstalkd"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_PATH_ENV = "BEANSTALK_PY_TEST_PYTHONPATH"
 HOST = "127.0.0.1"
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 3.0
@@ -79,12 +85,35 @@ def ours_argv(*extra: str) -> list[str]:
     return [sys.executable, "-m", "beanstalk_py", "-l", "{listen}", "-p", "{port}", *extra]
 
 
-def ours_env() -> dict[str, str]:
-    """Environment for ``python -m beanstalk_py``: the working tree first on PYTHONPATH."""
-    env = dict(os.environ)
-    old = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + old if old else "")
+def package_root() -> str:
+    """The directory whose ``beanstalk_py`` is under test.
+
+    ``.ci/test-compiled`` names the installed (mypyc-compiled) build in
+    ``BEANSTALK_PY_TEST_PYTHONPATH``; otherwise it is this working tree.
+    """
+    return os.environ.get(PACKAGE_PATH_ENV) or str(REPO_ROOT)
+
+
+def ours_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a process that imports beanstalk_py: the package under test first on
+    PYTHONPATH (``base`` defaults to ``os.environ``)."""
+    env = dict(os.environ if base is None else base)
+    root = package_root()
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    env["PYTHONPATH"] = os.pathsep.join([root, *rest])
     return env
+
+
+def ours_cwd() -> str:
+    """Working directory for such a process. ``python -m`` and ``python -c`` put the working
+    directory first on sys.path, so it must not hold a different beanstalk_py (the source
+    tree, under the compiled run)."""
+    return package_root()
+
+
+def ours_process() -> dict[str, Any]:
+    """``subprocess.Popen(argv, **ours_process())``: env and cwd that start the build under test."""
+    return {"env": ours_env(), "cwd": ours_cwd()}
 
 
 def short_unix_path(name: str = "bs.sock") -> str:
@@ -114,7 +143,7 @@ class ServerProcess:
         self.host = host
         self.unix_path = unix_path
         self.port = 0
-        self.cwd = cwd
+        self.cwd = cwd if cwd is not None else ours_cwd()  # never a stray beanstalk_py
         self.env = env
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 from support.binlog_helpers import open_binlog
+from support.requirements import require
 
 from beanstalk_py.binlog.beanstalkd_import import import_beanstalkd
 from beanstalk_py.job import BURIED, DELAYED, READY
 
 BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
-pytestmark = pytest.mark.skipif(not os.path.exists(BEANSTALKD), reason="no beanstalkd")
+
+
+@pytest.fixture(autouse=True)
+def _need_beanstalkd() -> None:
+    require(os.path.exists(BEANSTALKD), f"{BEANSTALKD}: the reference server (Debian: beanstalkd)")
 
 
 class Client:

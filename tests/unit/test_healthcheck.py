@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.requirements import require
+from support.servers import ours_env
 
 from beanstalk_py import healthcheck
 from beanstalk_py.healthcheck import Target, main, parse_addr
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
 
 STATS_BODY = (
@@ -290,7 +291,7 @@ def test_parse_addr_port_with_unix() -> None:
 
 def test_module_entry_point_no_traceback(serve: Callable[[Handler], str]) -> None:
     """``python -m`` as Docker runs it: status and a single line, never a traceback."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = ours_env()
     good = serve(answer(stats_reply(STATS_BODY)))
     bad = serve(answer(b"garbage\r\n"))
     for addr, status in ((good, 0), (bad, 1)):
@@ -327,8 +328,7 @@ def wait_until_accepting(
 
 @pytest.fixture
 def beanstalkd_factory() -> Iterator[Callable[[list[str]], subprocess.Popen[bytes]]]:
-    if not os.access(BEANSTALKD, os.X_OK):
-        pytest.skip("reference beanstalkd not installed")
+    require(os.access(BEANSTALKD, os.X_OK), f"{BEANSTALKD}: the reference server (Debian: beanstalkd)")
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(args: list[str]) -> subprocess.Popen[bytes]:

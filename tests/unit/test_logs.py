@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.servers import ours_process
 
 from beanstalk_py import logs
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<logger>\S+) (?P<level>[A-Z]+) (?P<msg>.*)$"
 )
@@ -212,7 +212,7 @@ def test_default_stream_is_stderr_at_call_time() -> None:
         capture_output=True,
         text=True,
         timeout=20,
-        cwd=REPO_ROOT,
+        **ours_process(),
         check=True,
     )
     assert proc.stdout == ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.requirements import require_binary
+from support.servers import ours_env
 
 from beanstalk_py import systemd
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT = 20.0
 
 # Runs in the child. argv: comma-separated source fds, mode.
@@ -91,7 +91,7 @@ print(json.dumps(out))
 
 
 def run_child(fds: list[int], mode: str = "ok") -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = ours_env()
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         env.pop(name, None)
     proc = subprocess.run(
@@ -249,13 +249,11 @@ def test_malformed_listen_pid(value: str) -> None:
         systemd.listen_fds({"LISTEN_PID": value, "LISTEN_FDS": "1"})
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate missing"
-)
 def test_real_systemd_socket_activate(tmp_path: Path) -> None:
     """systemd's own tool passes the socket; our child accepts on it and answers."""
+    require_binary("systemd-socket-activate", "socket activation (Debian: systemd)")
     path = tmp_path / "activate.sock"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    env = ours_env()
     script = (
         "from beanstalk_py import systemd\n"
         "sock, warnings = systemd.inherited_listener()\n"
