@@ -264,7 +264,9 @@ def run(
                 if r % every == 0 or r == rounds:
                     res.sizes.append((r * per_round, size))
                     if echo:
-                        print(f"churn {r * per_round:6.1f} MB  dir {size / 1e6:7.2f} MB", flush=True)
+                        print(
+                            f"churn {r * per_round:6.1f} MB  dir {size / 1e6:7.2f} MB", flush=True
+                        )
                 if res.problems:
                     break
         finally:

@@ -31,7 +31,9 @@ RUBY_SCRIPT = Path(__file__).parent / "ruby" / "beaneater_round_trip.rb"
 @pytest.fixture(params=["ours", "reference"])
 def address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
     if request.param == "reference":
-        require(reference_available(), "/usr/bin/beanstalkd: the reference server (Debian: beanstalkd)")
+        require(
+            reference_available(), "/usr/bin/beanstalkd: the reference server (Debian: beanstalkd)"
+        )
         proc = ServerProcess(reference_argv())
     else:
         proc = ServerProcess(ours_argv(), env=ours_env())

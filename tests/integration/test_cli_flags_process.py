@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 from support.pki import client_ctx, make_pki
-from support.servers import REPO_ROOT, ServerProcess, free_port, ours_argv, ours_env
+from support.requirements import require
+from support.servers import ServerProcess, free_port, ours_argv, ours_env, ours_process
 
 TIMEOUT = 5.0
 TOKEN = b"tok-3f9a_flags"
@@ -47,8 +48,8 @@ def start() -> Iterator[Start]:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     made = make_pki(tmp_path_factory.mktemp("pki"))
-    if made is None:
-        pytest.skip("neither the cryptography package nor the openssl CLI is available")
+    require(made is not None, "the cryptography package or the openssl CLI (certificates)")
+    assert made is not None
     return made
 
 
@@ -132,8 +133,7 @@ def test_auth_token_file_readable_by_others_is_refused_at_start(tmp_path: Path) 
         [sys.executable, "-m", "beanstalk_py", "-p", "0", "--auth-token-file", str(token)],
         capture_output=True,
         timeout=30,
-        env=ours_env(),
-        cwd=REPO_ROOT,
+        **ours_process(),
     )
     assert proc.returncode == 5, proc.stderr
     assert proc.stderr.splitlines()[0].startswith(b"beanstalk-py: "), proc.stderr
@@ -388,8 +388,8 @@ def test_output_limit_stops_reading_a_client_that_does_not_read(start: Start) ->
 ACTIVATE = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
 
 
-@pytest.mark.skipif(not os.access(ACTIVATE, os.X_OK), reason="systemd-socket-activate missing")
 def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) -> None:
+    require(os.access(ACTIVATE, os.X_OK), "systemd-socket-activate (Debian: systemd)")
     port, ignored_port = free_port(), free_port()
     log = tmp_path / "server.log"
     with log.open("wb") as out:
@@ -410,8 +410,7 @@ def test_socket_activation_serves_on_the_inherited_socket(tmp_path: Path) -> Non
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=ours_env(),
-            cwd=REPO_ROOT,
+            **ours_process(),
         )
     try:
         deadline = time.monotonic() + TIMEOUT

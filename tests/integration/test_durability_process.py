@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.requirements import require
 from support.servers import ServerProcess, ours_argv, ours_env
 from support.syncclient import Conn, http_get
 
@@ -64,8 +65,7 @@ def body_of(i: int) -> bytes:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A fresh 2 MB tmpfs; the binlog goes to ``small_disk / "b"``."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    require(os.geteuid() == 0, "root, to mount a small tmpfs for the full-disk tests")
     mnt = tmp_path / "disk"
     mnt.mkdir()
     res = subprocess.run(
@@ -74,8 +74,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         text=True,
         check=False,
     )
-    if res.returncode != 0:
-        pytest.skip(f"mount -t tmpfs not permitted here: {res.stderr.strip()}")
+    require(res.returncode == 0, f"mount -t tmpfs (refused: {res.stderr.strip()})")
     try:
         (mnt / "b").mkdir()
         yield mnt

@@ -97,7 +97,6 @@ def test_sigterm_exits_0_and_answers_first(start: ServerProcessFactory) -> None:
     assert "Traceback" not in proc.output()
 
 
-@pytest.mark.skipif(not binlog_available(), reason="beanstalk_py.binlog not available")
 def test_sigterm_answers_puts_waiting_for_their_fsync(
     start: ServerProcessFactory, tmp_path: Path
 ) -> None:

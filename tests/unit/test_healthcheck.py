@@ -328,7 +328,9 @@ def wait_until_accepting(
 
 @pytest.fixture
 def beanstalkd_factory() -> Iterator[Callable[[list[str]], subprocess.Popen[bytes]]]:
-    require(os.access(BEANSTALKD, os.X_OK), f"{BEANSTALKD}: the reference server (Debian: beanstalkd)")
+    require(
+        os.access(BEANSTALKD, os.X_OK), f"{BEANSTALKD}: the reference server (Debian: beanstalkd)"
+    )
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(args: list[str]) -> subprocess.Popen[bytes]:
