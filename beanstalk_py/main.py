@@ -6,13 +6,14 @@ binlog is opened, so its files belong to the unprivileged user.
 Binlog replay: the segment files are read and the ``Job`` objects built in a worker thread
 (``/readyz`` answers 503 meanwhile); the engine is filled in bulk on the loop thread
 (``Server.restore`` -> ``Engine.restore_many``), then commands are served.
+Before that, in the plain case, startup.py answers the first requests while asyncio and uvloop
+are imported, then hands the sockets and the same Server to the loop.
 SIGTERM/SIGINT stop gracefully: stop accepting, answer what is in flight, write and fsync the
 binlog, exit 0 (also as PID 1). SIGUSR1 turns on drain mode.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -22,7 +23,6 @@ import time
 from typing import Any
 
 from beanstalk_py.config import Config
-from beanstalk_py.loops import loop_factory
 from beanstalk_py.server import Server
 
 log = logging.getLogger("beanstalk_py.server")
@@ -43,15 +43,56 @@ class StartupError(Exception):
 
 def run(config: Config) -> int:
     """Serve until a signal stops us; return the process exit code."""
+    try:
+        early = serve_early(config)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return exc.code
+    if early is not None and early.server.failed:
+        return EXIT_BINLOG
+    import asyncio
+
+    from beanstalk_py.loops import loop_factory
+
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve(config))
+        return loop.run_until_complete(serve(config, early))
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
     finally:
         loop.close()
+
+
+def new_server(config: Config) -> Server:
+    from beanstalk_py import security
+
+    security.raise_fd_limit()  # before Server: its connection budget is derived from it
+    try:
+        return Server(config)
+    except security.SecurityConfigError as exc:
+        raise StartupError(str(exc), 5) from None  # 5: the CLI's usage-error code
+
+
+def serve_early(config: Config) -> Any:
+    """Answer on the socket entry.py bound until the event loop is imported (startup.py).
+
+    Returns a ``startup.Early`` to hand over to the loop, or None when not in the plain case."""
+    from beanstalk_py import cli, startup
+
+    listener = cli.PREBOUND
+    if listener is None or not startup.eligible(config):
+        return None
+    cli.PREBOUND = None
+    server = new_server(config)
+
+    def replay() -> Any:
+        binlog = lock_binlog(server, config)
+        restore(server, binlog, binlog.replay(dict(server.engine.tubes)))
+        return binlog
+
+    return startup.serve_early(server, listener, replay if config.binlog_dir else None)
 
 
 def inherited_sockets(config: Config) -> list[socket.socket] | None:
@@ -105,20 +146,20 @@ def drop_privileges(user: str) -> None:
         raise StartupError(f"cannot become {user}: {exc}", EXIT_SETUID) from exc
 
 
-async def serve(config: Config) -> int:
-    loop = asyncio.get_running_loop()
-    from beanstalk_py import security
+async def serve(config: Config, early: Any = None) -> int:
+    import asyncio
 
-    security.raise_fd_limit()  # before Server: its connection budget is derived from it
-    try:
-        server = Server(config)
-    except security.SecurityConfigError as exc:
-        raise StartupError(str(exc), 5) from None  # 5: the CLI's usage-error code
-    server.ready = False
-    try:
-        await server.start(inherited_sockets(config))
-    except OSError as exc:
-        raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
+    loop = asyncio.get_running_loop()
+    if early is not None:
+        server = early.server
+        await early.hand_over()
+    else:
+        server = new_server(config)
+        server.ready = False
+        try:
+            await server.start(inherited_sockets(config))
+        except OSError as exc:
+            raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
     metrics_srv = None
     if config.metrics_addr:
         # Bound before -u and before replay: /readyz answers 503 while the binlog replays.
@@ -137,8 +178,10 @@ async def serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _drain, server)
-    binlog = None
-    if config.binlog_dir is not None:
+    for sig in early.signals if early is not None else ():
+        signal.raise_signal(sig)  # received while startup.py served
+    binlog = early.binlog if early is not None else None
+    if config.binlog_dir is not None and early is None:
         binlog = await open_binlog(server, config)
     server.set_ready()
     # Everything loaded so far (modules, replayed jobs) lives for the whole run: keep the
@@ -175,6 +218,19 @@ def _drain(server: Server) -> None:
 
 
 async def open_binlog(server: Server, config: Config) -> Any:
+    import asyncio
+
+    binlog = lock_binlog(server, config)
+    # Reading the files and building the Job objects happens on a worker thread, so /readyz
+    # keeps answering (503) meanwhile; it only reads a snapshot of the engine's tubes. The
+    # engine is then filled in bulk on the loop thread (server.restore -> restore_many).
+    tubes = dict(server.engine.tubes)
+    result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay, tubes)
+    restore(server, binlog, result)
+    return binlog
+
+
+def lock_binlog(server: Server, config: Config) -> Any:
     from beanstalk_py.binlog import Binlog, BinlogLocked
 
     assert config.binlog_dir is not None
@@ -194,11 +250,10 @@ async def open_binlog(server: Server, config: Config) -> Any:
         raise StartupError(
             f"cannot open binlog in {config.binlog_dir}: {exc}", EXIT_BINLOG
         ) from exc
-    # Reading the files and building the Job objects happens on a worker thread, so /readyz
-    # keeps answering (503) meanwhile; it only reads a snapshot of the engine's tubes. The
-    # engine is then filled in bulk on the loop thread (server.restore -> restore_many).
-    tubes = dict(server.engine.tubes)
-    result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay, tubes)
+    return binlog
+
+
+def restore(server: Server, binlog: Any, result: Any) -> None:
     for warning in result.warnings:
         log.warning("binlog: %s", warning)
     t0 = time.perf_counter()
@@ -211,4 +266,3 @@ async def open_binlog(server: Server, config: Config) -> Any:
         time.perf_counter() - t0,
         result.next_id,
     )
-    return binlog
