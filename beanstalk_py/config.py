@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pathlib costs start-up time; cli.py and entry.py make the Path
+    from pathlib import Path
 
 DEFAULT_PORT = 11300
 DEFAULT_MAX_JOB_SIZE = 65535

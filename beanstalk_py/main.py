@@ -79,12 +79,12 @@ def serve_early(config: Config) -> Any:
     """Answer on the socket entry.py bound until the event loop is imported (startup.py).
 
     Returns a ``startup.Early`` to hand over to the loop, or None when not in the plain case."""
-    from beanstalk_py import cli, startup
+    from beanstalk_py import listen, startup
 
-    listener = cli.PREBOUND
+    listener = listen.PREBOUND
     if listener is None or not startup.eligible(config):
         return None
-    cli.PREBOUND = None
+    listen.PREBOUND = None
     server = new_server(config)
 
     def replay() -> Any:
@@ -96,11 +96,11 @@ def serve_early(config: Config) -> Any:
 
 
 def inherited_sockets(config: Config) -> list[socket.socket] | None:
-    from beanstalk_py import cli, systemd
+    from beanstalk_py import listen, systemd
 
-    prebound = cli.PREBOUND
+    prebound = listen.PREBOUND
     if prebound is not None:
-        cli.PREBOUND = None
+        listen.PREBOUND = None
         return [prebound]
 
     ignored = []

@@ -2,6 +2,7 @@
 
     python benchmarks/startup.py                     # the tree, without and with -b, + context
     python benchmarks/startup.py -n 15 --pythonpath /tmp/x   # an installed (compiled) build
+    python benchmarks/startup.py --no-site           # without this machine's .pth hooks
     python benchmarks/startup.py --target 'beanstalkd -l 127.0.0.1 -p {port}'
 
 Each start: a fresh server process (with -b: on a fresh empty directory), then the client
@@ -19,6 +20,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import site
 import socket
 import statistics
 import subprocess
@@ -86,19 +88,29 @@ def main() -> None:
         action="append",
         help="a server command with {port} (and {binlog}: -b DIR); replaces the defaults",
     )
+    ap.add_argument(
+        "--no-site",
+        action="store_true",
+        help="run every python with -S (site-packages put on PYTHONPATH instead): leaves out\n"
+        "start-up hooks in .pth files, which some machines have (e.g. a sandbox's certifi hook)",
+    )
     args = ap.parse_args()
 
     env = dict(os.environ)
-    env["PYTHONPATH"] = args.pythonpath or str(REPO)
+    path = [args.pythonpath or str(REPO)]
+    py = [sys.executable]
+    if args.no_site:
+        py.append("-S")
+        path += site.getsitepackages()
+    env["PYTHONPATH"] = os.pathsep.join(path)
     cwd = tempfile.mkdtemp(prefix="bspy-startup-")  # empty: the tree is not imported by accident
-    py = sys.executable
-    ours = f"{shlex.quote(py)} -m beanstalk_py -l {HOST} -p {{port}}"
+    ours = f"{shlex.join(py)} -m beanstalk_py -l {HOST} -p {{port}}"
     targets = args.target or [ours, f"{ours} {{binlog}}"]
     if not args.target and shutil.which("beanstalkd"):
         targets.append(f"beanstalkd -l {HOST} -p {{port}}")
     contexts = {
-        "python -c pass": [py, "-c", "pass"],
-        "python -c 'import asyncio'": [py, "-c", "import asyncio"],
+        f"{shlex.join(py)} -c pass": [*py, "-c", "pass"],
+        f"{shlex.join(py)} -c 'import asyncio'": [*py, "-c", "import asyncio"],
     }
     times: dict[str, list[float]] = {t: [] for t in [*targets, *contexts]}
     try:
