@@ -309,7 +309,9 @@ class EarlyLoop:
     def stop(self) -> None:
         """Thread-safe: end run() on its next turn."""
         self._stop = True
-        self._wake_w.send(b"x")
+        # Closed once the loop is: a signal after that only needs recording (serve_early).
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def run(self, until: Callable[[], bool]) -> None:
         """Serve until stop() was called or ``until()`` holds, then finish pending callbacks."""

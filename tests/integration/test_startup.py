@@ -170,3 +170,40 @@ def test_first_reply_comes_before_asyncio_could_even_be_imported(tmp_path: Path)
     baseline = statistics.median(asyncio_import)
     medians = {shape: statistics.median(times) for shape, times in first_reply.items()}
     assert all(m < baseline for m in medians.values()), (medians, baseline)
+
+
+def test_sigterm_while_the_early_loop_serves_is_a_graceful_exit(tmp_path: Path) -> None:
+    port = free_port()
+    argv = [a.format(listen=HOST, port=port) for a in ours_argv("-b", str(tmp_path), "-V")]
+    proc = subprocess.Popen(argv, env=ours_env(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = Client((HOST, port), proc)
+        client.connect(retry_until=time.monotonic() + 10)
+        client.ask(b"put 0 0 60 4\r\nkept\r\n", b"INSERTED 1\r\n")
+        proc.terminate()  # at once: the event loop is not running yet
+        assert proc.wait(10) == 0
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.stderr is not None
+    log = proc.stderr.read().decode()
+    # -V logs the accept before the event loop's "listening on": the early loop answered.
+    assert log.index("accept ") < log.index("listening on"), log
+    with spawned_on(port, tmp_path) as again:
+        again.connect(retry_until=time.monotonic() + 10)
+        again.ask(b"peek 1\r\n", b"FOUND 1 4\r\nkept\r\n")
+
+
+@contextlib.contextmanager
+def spawned_on(port: int, binlog: Path) -> Iterator[Client]:
+    argv = [a.format(listen=HOST, port=port) for a in ours_argv("-b", str(binlog))]
+    proc = subprocess.Popen(argv, env=ours_env(), stdin=subprocess.DEVNULL)
+    client = Client((HOST, port), proc)
+    try:
+        yield client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
