@@ -152,14 +152,16 @@ async def serve(config: Config, early: Any = None) -> int:
     loop = asyncio.get_running_loop()
     if early is not None:
         server = early.server
-        await early.hand_over()
     else:
         server = new_server(config)
         server.ready = False
-        try:
+    try:
+        if early is not None:
+            await early.hand_over()
+        else:
             await server.start(inherited_sockets(config))
-        except OSError as exc:
-            raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
+    except OSError as exc:
+        raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
     metrics_srv = None
     if config.metrics_addr:
         # Bound before -u and before replay: /readyz answers 503 while the binlog replays.
