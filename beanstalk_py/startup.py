@@ -45,6 +45,7 @@ from beanstalk_py.config import Config
 LOOP_MODULES = ("asyncio", "concurrent.futures.thread", "beanstalk_py.loops")
 SEGMENT_NAME = re.compile(r"binlog\.[0-9]+\Z")
 READ_SIZE = 65536
+MAX_SELECT_TIMEOUT = 24 * 3600.0
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # main.serve handles them
 
 
@@ -325,7 +326,8 @@ class EarlyLoop:
         if self._ready:
             timeout = 0
         elif self._timers:
-            timeout = max(0.0, self._timers[0].when - time.monotonic())
+            # clamped as asyncio does: a pause-tube of 2**32-1 s is too long for epoll
+            timeout = min(max(0.0, self._timers[0].when - time.monotonic()), MAX_SELECT_TIMEOUT)
         for key, mask in self._selector.select(timeout):
             target = key.data
             if target is None:

@@ -148,3 +148,21 @@ def test_unsent_replies_and_a_close_move_with_the_connection() -> None:
 
     assert asyncio.run(on_the_loop()) == expected
     client.close()
+
+
+def test_a_deadline_decades_away_does_not_stop_the_early_loop() -> None:
+    # pause-tube 4294967295 arms the server's timer ~136 years ahead: too long for epoll.
+    server = Server(Config(host="127.0.0.1", port=0))
+    listener = listen.bind_tcp("127.0.0.1", 0)
+    early = startup.EarlyLoop()
+    server._loop = early
+    server.early = True
+    early.serve(listener, server._protocol)
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    client.sendall(b"pause-tube default 4294967295\r\nlist-tube-used\r\n")
+    reply = b"PAUSED\r\nUSING default\r\n"
+    run_early_until_readable(early, client, len(reply))
+    run_early_for(early, 0.05)
+    assert recv_exactly(client, len(reply)) == reply
+    early.close()
+    client.close()
