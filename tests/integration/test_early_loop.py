@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import threading
 import time
 
 from beanstalk_py import listen, startup
@@ -161,8 +162,11 @@ def test_a_deadline_decades_away_does_not_stop_the_early_loop() -> None:
     client = socket.create_connection(listener.getsockname(), timeout=5)
     client.sendall(b"pause-tube default 4294967295\r\nlist-tube-used\r\n")
     reply = b"PAUSED\r\nUSING default\r\n"
-    run_early_until_readable(early, client, len(reply))
-    run_early_for(early, 0.05)
+    # No other timer: the loop must wait on that one (until stop() wakes it).
+    stopper = threading.Timer(0.3, early.stop)
+    stopper.start()
+    early.run(lambda: False)
+    stopper.join()
     assert recv_exactly(client, len(reply)) == reply
     early.close()
     client.close()
