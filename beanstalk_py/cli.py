@@ -6,7 +6,6 @@ the user types produces a traceback.
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,6 @@ from beanstalk_py.config import (
 )
 
 EXIT_USAGE = 5
-
-# The listening socket beanstalk_py.entry bound before importing this module, if any.
-PREBOUND: socket.socket | None = None
 
 
 def _size(value: str, flag: str) -> int:

@@ -1,15 +1,88 @@
-"""Console entry point: bind first, import the rest afterwards (see listen.py)."""
+"""Console entry point: bind first, import the rest afterwards (see listen.py, startup.py).
+
+A command line made only of beanstalkd's own short flags (``-l -p -b -f -F -z -s -u -V`` with
+plain, valid values) is read here without click, whose import is a fifth of the time to the
+first reply; everything else (long options, help, version, anything cli.py would reject or
+warn about) goes to cli.py, which parses and reports as usual. Both build the same ``Config``
+(tests/unit/test_cli.py compares them).
+"""
 
 from __future__ import annotations
 
+import getopt
+import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from beanstalk_py.config import Config
+
+PLAIN_FLAGS = "b:f:Fl:p:u:z:s:V"  # the subset of cli.py's short flags read here
 
 
 def main() -> None:
-    from beanstalk_py.listen import prebind
+    from beanstalk_py import listen
 
-    sock = prebind(sys.argv[1:])
-    from beanstalk_py import cli
+    argv = sys.argv[1:]
+    listen.PREBOUND = listen.prebind(argv)
+    config = plain_config(argv)
+    if config is None:
+        from beanstalk_py import cli
 
-    cli.PREBOUND = sock
-    cli.main()
+        cli.main()
+        return
+    from beanstalk_py.logs import setup_logging
+    from beanstalk_py.main import run
+
+    setup_logging(config.verbose, config.log_format)
+    sys.exit(run(config))
+
+
+def plain_config(argv: list[str]) -> Config | None:
+    """The Config for ``argv`` if it is a plain command line (see above), else None."""
+    try:
+        opts, args = getopt.getopt(argv, PLAIN_FLAGS)
+    except getopt.GetoptError:
+        return None
+    if args:
+        return None
+    from beanstalk_py.config import MAX_JOB_SIZE_LIMIT, Config
+
+    cfg = Config()
+    for flag, value in opts:
+        if flag == "-V":
+            cfg.verbose += 1
+        elif flag == "-F":
+            cfg.fsync_ms = None  # -f and -F: the later one wins, as in beanstalkd
+        elif flag == "-u":
+            cfg.user = value
+        elif flag == "-l":
+            if value.startswith("unix:"):
+                if len(value) == 5:
+                    return None
+                cfg.unix_path, cfg.host = value[5:], None
+            else:
+                cfg.host, cfg.unix_path = value.strip("[]"), None
+        elif flag == "-b":
+            if not os.path.isdir(value):
+                return None
+            from pathlib import Path
+
+            cfg.binlog_dir = Path(value)
+        elif not value.isdigit():
+            return None
+        elif flag == "-p":
+            if int(value) > 65535:
+                return None
+            cfg.port, cfg.port_given = int(value), True
+        elif flag == "-f":
+            cfg.fsync_ms = int(value)
+        elif flag == "-z":
+            if int(value) > MAX_JOB_SIZE_LIMIT:
+                return None  # cli.py clamps it with a message
+            cfg.max_job_size = int(value)
+        elif flag == "-s":
+            if int(value) < 1:
+                return None
+            cfg.binlog_size = int(value)
+    return cfg

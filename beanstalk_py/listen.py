@@ -15,6 +15,9 @@ import stat
 
 BACKLOG = 1024
 
+# The listening socket entry.main bound before the heavy imports, if any (main.py takes it).
+PREBOUND: socket.socket | None = None
+
 
 def bind_unix(path: str) -> socket.socket:
     """A listening UNIX socket at ``path``, replacing a stale socket file (not other files)."""

@@ -25,7 +25,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -82,6 +81,8 @@ def _text_value(value: Any) -> str:
     text = str(value)
     # Quote anything that would make key=value ambiguous to a reader or a log parser.
     if not text or any(c.isspace() or c in '"=' for c in text):
+        import json  # here: not imported at start-up, where it would delay the first reply
+
         return json.dumps(text)
     return text
 
@@ -118,6 +119,8 @@ class JsonFormatter(logging.Formatter):
             obj["exc"] = self.formatException(record.exc_info)
         if record.stack_info:
             obj["stack"] = self.formatStack(record.stack_info)
+        import json
+
         # default=str: a stray non-JSON value (a Path, an enum) must not lose the whole record.
         return json.dumps(obj, default=str)
 

@@ -6,13 +6,14 @@ binlog is opened, so its files belong to the unprivileged user.
 Binlog replay: the segment files are read and the ``Job`` objects built in a worker thread
 (``/readyz`` answers 503 meanwhile); the engine is filled in bulk on the loop thread
 (``Server.restore`` -> ``Engine.restore_many``), then commands are served.
+Before that, in the plain case, startup.py answers the first requests while asyncio and uvloop
+are imported, then hands the sockets and the same Server to the loop.
 SIGTERM/SIGINT stop gracefully: stop accepting, answer what is in flight, write and fsync the
 binlog, exit 0 (also as PID 1). SIGUSR1 turns on drain mode.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -20,11 +21,13 @@ import os
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beanstalk_py.config import Config
-from beanstalk_py.loops import loop_factory
 from beanstalk_py.server import Server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger("beanstalk_py.server")
 
@@ -49,10 +52,21 @@ def run(config: Config) -> int:
 
     # Shown with -V: an operator (and the image test) can see which core is running.
     log.info("beanstalk-py %s (core: %s)", __version__, core_kind())
+    try:
+        early = serve_early(config)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return exc.code
+    if early is not None and early.server.failed:
+        return EXIT_BINLOG
+    import asyncio
+
+    from beanstalk_py.loops import loop_factory
+
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve(config))
+        return loop.run_until_complete(serve(config, early))
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
@@ -60,12 +74,44 @@ def run(config: Config) -> int:
         loop.close()
 
 
-def inherited_sockets(config: Config) -> list[socket.socket] | None:
-    from beanstalk_py import cli, systemd
+def new_server(config: Config) -> Server:
+    from beanstalk_py import security
 
-    prebound = cli.PREBOUND
+    security.raise_fd_limit()  # before Server: its connection budget is derived from it
+    try:
+        return Server(config)
+    except security.SecurityConfigError as exc:
+        raise StartupError(str(exc), 5) from None  # 5: the CLI's usage-error code
+
+
+def serve_early(config: Config) -> Any:
+    """Answer on the socket entry.py bound until the event loop is imported (startup.py).
+
+    Returns a ``startup.Early`` to hand over to the loop, or None when not in the plain case."""
+    from beanstalk_py import listen, startup
+
+    listener = listen.PREBOUND
+    if listener is None or not startup.eligible(config):
+        return None
+    listen.PREBOUND = None
+    server = new_server(config)
+
+    def replay() -> Any:
+        binlog = lock_binlog(server, config)
+        with replay_errors(binlog, config):
+            result = binlog.replay(dict(server.engine.tubes))
+        restore(server, binlog, result)
+        return binlog
+
+    return startup.serve_early(server, listener, replay if config.binlog_dir else None)
+
+
+def inherited_sockets(config: Config) -> list[socket.socket] | None:
+    from beanstalk_py import listen, systemd
+
+    prebound = listen.PREBOUND
     if prebound is not None:
-        cli.PREBOUND = None
+        listen.PREBOUND = None
         return [prebound]
 
     ignored = []
@@ -113,18 +159,20 @@ def drop_privileges(user: str) -> None:
         raise StartupError(f"cannot become {user}: {exc}", EXIT_SETUID) from exc
 
 
-async def serve(config: Config) -> int:
-    loop = asyncio.get_running_loop()
-    from beanstalk_py import security
+async def serve(config: Config, early: Any = None) -> int:
+    import asyncio
 
-    security.raise_fd_limit()  # before Server: its connection budget is derived from it
+    loop = asyncio.get_running_loop()
+    if early is not None:
+        server = early.server
+    else:
+        server = new_server(config)
+        server.ready = False
     try:
-        server = Server(config)
-    except security.SecurityConfigError as exc:
-        raise StartupError(str(exc), 5) from None  # 5: the CLI's usage-error code
-    server.ready = False
-    try:
-        await server.start(inherited_sockets(config))
+        if early is not None:
+            await early.hand_over()
+        else:
+            await server.start(inherited_sockets(config))
     except OSError as exc:
         raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
     metrics_srv = None
@@ -145,8 +193,10 @@ async def serve(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _drain, server)
-    binlog = None
-    if config.binlog_dir is not None:
+    for sig in early.signals if early is not None else ():
+        signal.raise_signal(sig)  # received while startup.py served
+    binlog = early.binlog if early is not None else None
+    if config.binlog_dir is not None and early is None:
         binlog = await open_binlog(server, config)
     server.set_ready()
     # Everything loaded so far (modules, replayed jobs) lives for the whole run: keep the
@@ -183,6 +233,33 @@ def _drain(server: Server) -> None:
 
 
 async def open_binlog(server: Server, config: Config) -> Any:
+    import asyncio
+
+    binlog = lock_binlog(server, config)
+    # Reading the files and building the Job objects happens on a worker thread, so /readyz
+    # keeps answering (503) meanwhile; it only reads a snapshot of the engine's tubes. The
+    # engine is then filled in bulk on the loop thread (server.restore -> restore_many).
+    tubes = dict(server.engine.tubes)
+    with replay_errors(binlog, config):
+        result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay, tubes)
+    restore(server, binlog, result)
+    return binlog
+
+
+@contextlib.contextmanager
+def replay_errors(binlog: Any, config: Config) -> Iterator[None]:
+    """A replay that cannot read its files is a one-line start-up error, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            binlog.close()  # releases the lock; its own errors add nothing to the reason
+        raise StartupError(
+            f"cannot replay binlog in {config.binlog_dir}: {exc}", EXIT_BINLOG
+        ) from exc
+
+
+def lock_binlog(server: Server, config: Config) -> Any:
     from beanstalk_py.binlog import Binlog, BinlogLocked
 
     assert config.binlog_dir is not None
@@ -202,18 +279,10 @@ async def open_binlog(server: Server, config: Config) -> Any:
         raise StartupError(
             f"cannot open binlog in {config.binlog_dir}: {exc}", EXIT_BINLOG
         ) from exc
-    # Reading the files and building the Job objects happens on a worker thread, so /readyz
-    # keeps answering (503) meanwhile; it only reads a snapshot of the engine's tubes. The
-    # engine is then filled in bulk on the loop thread (server.restore -> restore_many).
-    tubes = dict(server.engine.tubes)
-    try:
-        result = await asyncio.get_running_loop().run_in_executor(None, binlog.replay, tubes)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            binlog.close()  # releases the lock; its own errors add nothing to the reason
-        raise StartupError(
-            f"cannot replay binlog in {config.binlog_dir}: {exc}", EXIT_BINLOG
-        ) from exc
+    return binlog
+
+
+def restore(server: Server, binlog: Any, result: Any) -> None:
     for warning in result.warnings:
         log.warning("binlog: %s", warning)
     t0 = time.perf_counter()
@@ -226,4 +295,3 @@ async def open_binlog(server: Server, config: Config) -> Any:
         time.perf_counter() - t0,
         result.next_id,
     )
-    return binlog

@@ -9,11 +9,13 @@ Order of work after input (``Server.flush``), which is what makes replies safe a
    an fsync covering their records completed (the fsync runs on a worker thread, so the loop
    keeps reading and the next batch shares the next fsync);
 4. the single timer is re-armed for the engine's earliest deadline.
+
+asyncio is imported only where a loop is needed (``start``, ``stop``): until then a ``Server``
+may run on startup.EarlyLoop, which answers the first requests while asyncio still imports.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -75,6 +77,13 @@ class Connection:
         self._cont = False  # a _continue is scheduled (output back-pressure)
 
     def connection_made(self, transport: Any) -> None:
+        if self.transport is not None:
+            # Handed over from the start-up loop (startup.py): same session, the loop's
+            # transport; the old one passes on its unsent replies and paused state.
+            old = self.transport
+            self.transport = transport
+            old.hand_over(transport)
+            return
         tr = transport
         if not self.server.admit(tr):
             return  # closed at accept (--max-connections, fd budget, --allow)
@@ -110,13 +119,16 @@ class Connection:
                 return
             self._first = None
             if self.server.config.http and data.startswith((b"GET ", b"HEAD ")):
+                if self.server.early:
+                    # The HTTP handler needs the event loop: wait for it (set_ready).
+                    self._first = b""
+                    self._wait_ready(data)
+                    return
                 self._become_http(data)
                 return
         if not self.server.ready:
-            # Commands wait for the binlog replay; keep the bytes and stop reading.
-            assert self.transport is not None
-            self.transport.pause_reading()
-            self.server._not_ready.append((self, data))
+            # Commands wait for the binlog replay.
+            self._wait_ready(data)
             return
         sess = self.session
         assert sess is not None
@@ -141,6 +153,12 @@ class Connection:
         self.server.after_input()
         if sess.closed:
             self.maybe_close()
+
+    def _wait_ready(self, data: bytes) -> None:
+        """Keep ``data`` and stop reading until ``Server.set_ready`` feeds it back."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.server._not_ready.append((self, data))
 
     def _become_http(self, data: bytes) -> None:
         from beanstalk_py.http import HttpHandler
@@ -265,7 +283,7 @@ class Server:
         *,
         clock: Clock | None = None,
         binlog: Any = None,
-        loop: asyncio.AbstractEventLoop | None = None,
+        loop: Any = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -280,7 +298,8 @@ class Server:
         )
         self.conns: set[Connection] = set()
         self.servers: list[Any] = []  # asyncio or uvloop Server objects
-        self._loop = loop
+        self._loop = loop  # an asyncio loop, or startup.EarlyLoop until asyncio is imported
+        self.early = False  # on startup.EarlyLoop: HTTP on this port waits for the real loop
         self._flush_pending = False
         self._timer: Any = None  # the one TimerHandle (asyncio's or uvloop's)
         self._timer_when = math.inf
@@ -295,7 +314,7 @@ class Server:
         self.failed = False
         self.ready = True  # False while the binlog replays: connections wait
         self._not_ready: list[tuple[Connection, bytes]] = []
-        self.stopped: asyncio.Event | None = asyncio.Event()
+        self.stopped: Any = None  # an asyncio.Event, created by start()
         # /metrics (metrics.py): reads parsed, a sampled timing of them, binlog fsync timing
         self.reads = 0
         self._metrics_exporter: Any = None  # metrics.exporter_for() creates it on first scrape
@@ -312,8 +331,10 @@ class Server:
             self.auth_token = security.load_token(config.auth_token_file)
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop:
+    def loop(self) -> Any:  # asyncio.AbstractEventLoop, or startup.EarlyLoop
         if self._loop is None:
+            import asyncio
+
             self._loop = asyncio.get_running_loop()
         return self._loop
 
@@ -329,6 +350,10 @@ class Server:
 
     async def start(self, sockets: list[socket.socket] | None = None) -> None:
         """Listen on ``sockets`` (pre-bound, e.g. systemd's) or on the configured address."""
+        import asyncio
+
+        if self.stopped is None:
+            self.stopped = asyncio.Event()
         loop = self.loop
         cfg = self.config
         tls = self._tls()
@@ -356,6 +381,21 @@ class Server:
         for srv in self.servers:
             for sock in srv.sockets:
                 log.info("listening on %s", sock.getsockname())
+
+    def move_to_loop(self, loop: Any) -> None:
+        """Continue on ``loop`` what startup.EarlyLoop began: re-arm the timers there."""
+        self._loop = loop
+        self.early = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_when = math.inf
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+        self._arm_timer()
+        if self.binlog is not None:
+            self._schedule_sync()
 
     def attach_binlog(self, binlog: Any) -> None:
         """Start journaling to ``binlog`` (after replay, before serving commands)."""

@@ -15,7 +15,6 @@ Framing (beanstalkd prot.c, with two fixes listed in the README's compatibility 
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import logging
 import re
@@ -355,6 +354,8 @@ class Session:
         gate = self.gate
         assert gate is not None
         if line.startswith(b"auth ") or line == b"auth":
+            import hmac  # here: only --auth-token-file needs it, and it costs start-up time
+
             if hmac.compare_digest(line[5:], gate):
                 self.gate = None
                 self.deliver(AUTHENTICATED)

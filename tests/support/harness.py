@@ -126,7 +126,7 @@ def _ours_config(config_cls: Any, max_job_size: int | None, unix_path: str | Non
     if max_job_size is not None:
         kwargs["max_job_size"] = max_job_size
     if unix_path is not None:
-        names = {f.name for f in dataclasses.fields(config_cls)}
+        names = set(vars(config_cls()))
         if "unix_path" in names:
             kwargs["unix_path"] = unix_path
         else:  # same spelling as the -l flag
