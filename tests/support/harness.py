@@ -145,7 +145,7 @@ async def our_server(
     # Import errors inside an existing module are real failures, not skips.
     server_mod = importlib.import_module("beanstalk_py.server")
     config_mod = importlib.import_module("beanstalk_py.config")
-    clock_mod = importlib.import_module("beanstalk_py.clock")
+    clock_mod = importlib.import_module("beanstalk_py.core.clock")
     clock = clock_mod.ManualClock()
     srv = server_mod.Server(_ours_config(config_mod.Config, max_job_size, unix_path), clock=clock)
     await asyncio.wait_for(srv.start(), 5)

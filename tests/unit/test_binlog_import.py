@@ -15,7 +15,7 @@ import pytest
 from support.binlog_helpers import open_binlog
 
 from beanstalk_py.binlog.beanstalkd_import import import_beanstalkd
-from beanstalk_py.job import BURIED, DELAYED, READY
+from beanstalk_py.core.job import BURIED, DELAYED, READY
 
 BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
 pytestmark = pytest.mark.skipif(not os.path.exists(BEANSTALKD), reason="no beanstalkd")

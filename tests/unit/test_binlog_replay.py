@@ -14,8 +14,8 @@ from support.binlog_helpers import make_job, open_binlog, segment_files
 
 from beanstalk_py.binlog import Binlog, BinlogLocked
 from beanstalk_py.binlog import format as fmt
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -268,7 +268,7 @@ def test_second_process_is_refused(tmp_path: Path) -> None:
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
         from beanstalk_py.binlog import Binlog
-        from beanstalk_py.clock import SystemClock
+        from beanstalk_py.system import SystemClock
         bl = Binlog.open(Path({str(tmp_path)!r}), clock=SystemClock(), max_job_size=10)
         print("locked", flush=True)
         sys.stdin.readline()

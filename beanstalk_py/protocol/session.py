@@ -2,7 +2,9 @@
 
 ``Session.feed(data)`` consumes bytes and queues replies with ``deliver``; it never touches a
 socket. Replies accumulate in ``out`` (the shell writes them with one ``transport.write`` per
-read) and the session puts itself on ``engine.dirty`` the first time it has something to say.
+read) and the session puts itself on ``pending.dirty`` the first time it has something to say.
+The engine-side state of the connection (used tube, watch set, reserved jobs, waiting) is its
+``client``, which only the engine changes.
 
 Framing (beanstalkd prot.c, with two fixes listed in the README's compatibility notes):
 * A command line ends at the first ``\\r\\n`` and may be at most 224 bytes including it. A
@@ -10,7 +12,7 @@ Framing (beanstalkd prot.c, with two fixes listed in the README's compatibility 
 * After ``put`` the next ``bytes + 2`` bytes are the body, whatever they contain; when the
   size is over the limit they are read and discarded, then ``JOB_TOO_BIG`` is sent.
 * While a reserve waits (``waiting``), nothing more is parsed; the shell stops reading and
-  calls ``feed(b"")`` when the engine puts the session on ``engine.resumed``.
+  calls ``feed(b"")`` when the session shows up on ``pending.resumed``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from __future__ import annotations
 import hmac
 import itertools
 import logging
-import re
 import sys
 from collections.abc import Callable
 
-from beanstalk_py import stats
-from beanstalk_py.engine import (
+from beanstalk_py.core import stats
+from beanstalk_py.core.client import Client
+from beanstalk_py.core.engine import Engine
+from beanstalk_py.core.job import Job
+from beanstalk_py.core.ops import (
     OP_BURY,
     OP_DELETE,
     OP_IGNORE,
@@ -46,41 +50,49 @@ from beanstalk_py.engine import (
     OP_TOUCH,
     OP_USE,
     OP_WATCH,
-    Engine,
 )
-from beanstalk_py.job import Job
-from beanstalk_py.tube import SwapList, Tube
-
-LINE_MAX = 224  # beanstalkd LINE_BUF_SIZE: the longest command line, CRLF included
-NAME_MAX = 200
-U32 = 0xFFFFFFFF
-U64 = 0xFFFFFFFFFFFFFFFF
-INT_MAX = 0x7FFFFFFF
-
-BAD_FORMAT = b"BAD_FORMAT\r\n"
-UNKNOWN_COMMAND = b"UNKNOWN_COMMAND\r\n"
-NOT_FOUND = b"NOT_FOUND\r\n"
-INTERNAL_ERROR = b"INTERNAL_ERROR\r\n"
-UNAUTHORIZED = b"UNAUTHORIZED\r\n"
-AUTHENTICATED = b"AUTHENTICATED\r\n"
+from beanstalk_py.protocol.arguments import (
+    FOUR,
+    INT_MAX,
+    LINE_MAX,
+    NAME_RUN,
+    ONE,
+    STRTOUL,
+    THREE,
+    TWO,
+    U32,
+    U64,
+    valid_tube_name,
+)
+from beanstalk_py.protocol.replies import (
+    AUTHENTICATED,
+    BAD_FORMAT,
+    INTERNAL_ERROR,
+    NOT_FOUND,
+    UNAUTHORIZED,
+    UNKNOWN_COMMAND,
+)
 
 OUTPUT_LIMIT = 4 * 1024 * 1024  # unsent reply bytes before a session stops parsing
 _OUT_CHECK_EVERY = 256  # reply chunks between two measurements of the pending output
 
 log = logging.getLogger("beanstalk_py.session")
 
-# read_u32/read_u64: skip spaces, then digits; the next number needs at least one space.
-_ONE = re.compile(rb" *(\d+)")
-_TWO = re.compile(rb" *(\d+) +(\d+)")
-_THREE = re.compile(rb" *(\d+) +(\d+) +(\d+)")
-_FOUR = re.compile(rb" *(\d+) +(\d+) +(\d+) +(\d+)")
-_STRTOUL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(\d+)")
-_NAME_RUN = re.compile(rb" *([A-Za-z0-9\-+/;.$_()]*)")
-_VALID_NAME = re.compile(rb"[A-Za-z0-9+/;.$_()][A-Za-z0-9\-+/;.$_()]{0,199}")
 
+class Pending:
+    """The sessions the shell must look at after feeding input or running timers.
 
-def valid_tube_name(name: bytes) -> bool:
-    return _VALID_NAME.fullmatch(name) is not None
+    ``dirty``: sessions with replies in ``out`` (each listed once, when ``out`` stops being
+    empty); ``resumed``: sessions whose blocking reserve ended, to be fed ``b""`` so that the
+    commands buffered behind it run. One ``Pending`` is shared by all sessions of a server.
+    """
+
+    __slots__ = ("dirty", "resumed")
+
+    def __init__(self) -> None:
+        self.dirty: list[Session] = []
+        self.resumed: list[Session] = []
+
 
 
 class Session:
@@ -93,77 +105,63 @@ class Session:
         "_out_bytes",
         "_put",
         "_skipping",
-        "binlog",
-        "blocked",
-        "closed",
-        "conn",
+        "auth_token",
+        "client",
+        "closing",
+        "disconnected",
         "engine",
-        "gate",
-        "gone",
         "held",
-        "is_producer",
-        "is_worker",
         "out",
         "out_check",
         "out_limit",
-        "reserved",
-        "soon_at",
-        "soonest",
-        "use",
-        "wait_deadline",
-        "waiting",
-        "watch",
+        "output_full",
+        "pending",
     )
 
     def __init__(
-        self, engine: Engine, binlog: object = None, auth_token: bytes | None = None
+        self, engine: Engine, pending: Pending | None = None, auth_token: bytes | None = None
     ) -> None:
         self.engine = engine
+        self.pending = pending if pending is not None else Pending()
         # --auth-token-file: the token this session must send first; None once authenticated
         # (or when auth is off), so the check costs one attribute test per command.
-        self.gate = auth_token
-        self.binlog = binlog  # only read by `stats`
+        self.auth_token = auth_token
         self.out: list[bytes] = []
-        self.closed = False  # quit was received or the connection ended: parse nothing more
-        self.gone = False  # close() ran
-        self.conn: object = None  # the shell's connection object
+        # quit was received, the token was wrong or the connection ended: parse nothing more,
+        # and the shell closes the connection once the replies are out
+        self.closing = False
+        self.disconnected = False  # close() ran: the client has left the engine
         self.held: list[tuple[int, bytes]] = []  # output waiting for an fsync (binlog seq, bytes)
-        self.use: Tube = engine.default
-        engine.default.using_ct += 1
-        self.watch: SwapList[Tube] = SwapList()
-        self.watch.append(engine.default)
-        engine.default.watching_ct += 1
-        self.reserved: dict[int, Job] = {}
-        self.waiting = False
-        self.wait_deadline = 0.0
-        self.soon_at = 0.0
-        # earliest TTR deadline among ``reserved``, or -1.0 when unknown (recomputed lazily),
-        # so a reserve stays O(1) for a client holding many jobs
-        self.soonest = -1.0
-        self.is_producer = False
-        self.is_worker = False
+        self.client: Client = engine.connect(self.deliver, self.send_job, self._wake)
         self._buf = b""
         self._skipping = False  # inside an over-long line
         self._need = 0  # body bytes still expected (put)
         self._discard = False  # the expected body is over the size limit
         self._body_chunks: list[bytes] = []
         self._put: tuple[int, int, int, int] = (0, 0, 0, 0)  # id, pri, delay, ttr
-        # Back-pressure: parsing stops (``blocked``) once ``out`` holds ``out_limit`` bytes;
-        # it is measured every few chunks (``out_check``), not on every reply.
-        self.blocked = False
+        # Output back-pressure: parsing stops (``output_full``) once ``out`` holds
+        # ``out_limit`` bytes; it is measured every few chunks (``out_check``), not on every
+        # reply.
+        self.output_full = False
         self.out_limit = OUTPUT_LIMIT
         self.out_check = _OUT_CHECK_EVERY
         self._counted = 0  # chunks of ``out`` already summed into ``_out_bytes``
         self._out_bytes = 0
-        engine.cur_conns += 1
-        engine.total_conns += 1
+
+    @property
+    def waiting(self) -> bool:
+        """A reserve waits for a job: nothing more is parsed until it ends."""
+        return self.client.waiting
+
+    def _wake(self) -> None:
+        self.pending.resumed.append(self)
 
     # --- output -----------------------------------------------------------------------
 
     def deliver(self, data: bytes) -> None:
         out = self.out
         if not out:
-            self.engine.dirty.append(self)
+            self.pending.dirty.append(self)
         out.append(data)
 
     def send_job(self, word: bytes, job: Job) -> None:
@@ -186,15 +184,15 @@ class Session:
         """Stop parsing while ``limit`` bytes of replies are unsent (0: never stop)."""
         self.out_limit = limit if limit > 0 else sys.maxsize
 
-    def _output_full(self) -> bool:
-        """Measure the pending output; True (and ``blocked``) once it reaches the limit."""
+    def _measure_output(self) -> bool:
+        """Measure the pending output; True (and ``output_full``) once it reaches the limit."""
         out = self.out
         n = len(out)
         size = self._out_bytes + sum(map(len, itertools.islice(out, self._counted, n)))
         self._out_bytes = size
         self._counted = n
         if size >= self.out_limit:
-            self.blocked = True
+            self.output_full = True
             return True
         # Next look: before the remaining room could be overrun by more than a chunk or two.
         room = (self.out_limit - size) // (self.engine.max_job_size + 64)
@@ -203,16 +201,16 @@ class Session:
 
     def close(self) -> None:
         """The connection is gone: return reserved jobs, leave tubes (idempotent)."""
-        if self.gone:
+        if self.disconnected:
             return
-        self.gone = self.closed = True
-        self.engine.session_closed(self)
+        self.disconnected = self.closing = True
+        self.engine.disconnect(self.client)
 
     # --- input ------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """Consume ``data`` (``b""`` to resume after a wait), queueing replies."""
-        self.blocked = False
+        self.output_full = False
         if self._need:
             rest = self._feed_body(data)
             if rest is None:
@@ -225,11 +223,12 @@ class Session:
         pos = 0
         out = self.out
         check = self.out_check
+        client = self.client
         while pos < n:
-            if self.waiting or self.closed:
+            if client.waiting or self.closing:
                 break
             if len(out) >= check:
-                if self._output_full():
+                if self._measure_output():
                     break
                 check = self.out_check
             if self._skipping:
@@ -308,7 +307,7 @@ class Session:
         if self._discard:
             self._discard = False
             self._body_chunks.clear()
-            self.deliver(UNAUTHORIZED if self.gate is not None else b"JOB_TOO_BIG\r\n")
+            self.deliver(UNAUTHORIZED if self.auth_token is not None else b"JOB_TOO_BIG\r\n")
             return
         job_id, pri, delay, ttr = self._put
         if not body.endswith(b"\r\n"):
@@ -318,10 +317,10 @@ class Session:
         if engine.draining:
             self.deliver(b"DRAINING\r\n")
             return
-        self.deliver(engine.put(self, job_id, pri, delay, ttr, body))
+        self.deliver(engine.put(self.client, job_id, pri, delay, ttr, body))
 
     def _command(self, line: bytes) -> None:
-        if self.gate is not None:
+        if self.auth_token is not None:
             self._gated(line)
             return
         if b"\x00" in line:
@@ -352,21 +351,21 @@ class Session:
         framing stays that of an authenticated session. A wrong token is answered
         UNAUTHORIZED and the connection closes.
         """
-        gate = self.gate
-        assert gate is not None
+        token = self.auth_token
+        assert token is not None
         if line.startswith(b"auth ") or line == b"auth":
-            if hmac.compare_digest(line[5:], gate):
-                self.gate = None
+            if hmac.compare_digest(line[5:], token):
+                self.auth_token = None
                 self.deliver(AUTHENTICATED)
             else:
                 self.deliver(UNAUTHORIZED)
-                self.closed = True
+                self.closing = True
             return
         if line.startswith(b"quit"):
-            self.closed = True
+            self.closing = True
             return
         if line.startswith(b"put ") and b"\x00" not in line:
-            m = _FOUR.match(line, 4)
+            m = FOUR.match(line, 4)
             if m is not None and int(m[4]) <= U32 and max(int(m[1]), int(m[2]), int(m[3])) <= U32:
                 size = int(m[4])
                 if size > self.engine.max_job_size or m.end() == len(line):
@@ -390,7 +389,7 @@ class Session:
             pri, delay, ttr, size = int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])
             tail_ok = True
         else:
-            m = _FOUR.match(rest)
+            m = FOUR.match(rest)
             if m is None:
                 self.deliver(BAD_FORMAT)
                 return
@@ -408,37 +407,27 @@ class Session:
         if not tail_ok:
             self.deliver(BAD_FORMAT)
             return
-        if not self.is_producer:
-            self.is_producer = True
-            engine.producers += 1
-        job_id = engine.next_id
-        engine.next_id = job_id + 1
-        self._put = (job_id, pri, delay, ttr or 1)
+        self._put = (engine.new_job_id(self.client), pri, delay, ttr or 1)
         self._need = size + 2
-
-    def _worker(self) -> None:
-        if not self.is_worker:
-            self.is_worker = True
-            self.engine.workers += 1
 
     def cmd_reserve(self, rest: bytes) -> None:
         if rest:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_RESERVE] += 1
-        self._worker()
-        reply = self.engine.reserve(self, None)
+        self.engine.mark_worker(self.client)
+        reply = self.engine.reserve(self.client, None)
         if reply:
             self.deliver(reply)
 
     def cmd_reserve_with_timeout(self, rest: bytes) -> None:
-        m = _ONE.match(rest)  # trailing bytes are ignored, as in the reference
+        m = ONE.match(rest)  # trailing bytes are ignored, as in the reference
         if m is None or int(m[1]) > INT_MAX:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_RESERVE_WITH_TIMEOUT] += 1
-        self._worker()
-        reply = self.engine.reserve(self, int(m[1]))
+        self.engine.mark_worker(self.client)
+        reply = self.engine.reserve(self.client, int(m[1]))
         if reply:
             self.deliver(reply)
 
@@ -446,7 +435,7 @@ class Session:
         """A lone u64 argument, or -1 (after replying BAD_FORMAT)."""
         if rest.isdigit() and len(rest) < 20:  # the usual case; always within u64
             return int(rest)
-        m = _ONE.fullmatch(rest)
+        m = ONE.fullmatch(rest)
         if m is None or int(m[1]) > U64:
             self.deliver(BAD_FORMAT)
             return -1
@@ -456,8 +445,8 @@ class Session:
         job_id = self._id(rest)
         if job_id < 0:
             return
-        self._worker()
-        reply = self.engine.reserve_job(self, job_id)
+        self.engine.mark_worker(self.client)
+        reply = self.engine.reserve_job(self.client, job_id)
         if reply:
             self.deliver(reply)
 
@@ -467,10 +456,10 @@ class Session:
             return
         engine = self.engine
         engine.ops[OP_DELETE] += 1
-        self.deliver(engine.delete(self, job_id))
+        self.deliver(engine.delete(self.client, job_id))
 
     def cmd_release(self, rest: bytes) -> None:
-        m = _THREE.fullmatch(rest)
+        m = THREE.fullmatch(rest)
         if m is None:
             self.deliver(BAD_FORMAT)
             return
@@ -479,27 +468,27 @@ class Session:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_RELEASE] += 1
-        self.deliver(self.engine.release(self, job_id, pri, delay))
+        self.deliver(self.engine.release(self.client, job_id, pri, delay))
 
     def cmd_bury(self, rest: bytes) -> None:
-        m = _TWO.fullmatch(rest)
+        m = TWO.fullmatch(rest)
         if m is None or int(m[1]) > U64 or int(m[2]) > U32:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_BURY] += 1
-        self.deliver(self.engine.bury(self, int(m[1]), int(m[2])))
+        self.deliver(self.engine.bury(self.client, int(m[1]), int(m[2])))
 
     def cmd_touch(self, rest: bytes) -> None:
         job_id = self._id(rest)
         if job_id < 0:
             return
         self.engine.ops[OP_TOUCH] += 1
-        self.deliver(self.engine.touch(self, job_id))
+        self.deliver(self.engine.touch(self.client, job_id))
 
     def cmd_kick(self, rest: bytes) -> None:
         # The reference reads the bound with strtoul: sign, leading whitespace and trailing
         # garbage are accepted, and the result is truncated to 32 bits.
-        m = _STRTOUL.match(rest)
+        m = STRTOUL.match(rest)
         if m is None or int(m[2]) > U64:
             self.deliver(BAD_FORMAT)
             return
@@ -508,7 +497,7 @@ class Session:
             value = -value & U64
         engine = self.engine
         engine.ops[OP_KICK] += 1
-        self.deliver(b"KICKED %d\r\n" % engine.kick(self, value & U32))
+        self.deliver(b"KICKED %d\r\n" % engine.kick(self.client, value & U32))
 
     def cmd_kick_job(self, rest: bytes) -> None:
         job_id = self._id(rest)
@@ -534,21 +523,21 @@ class Session:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_PEEK_READY] += 1
-        self._found(self.use.peek_ready(self.engine.jobs))
+        self._found(self.client.use.peek_ready(self.engine.jobs))
 
     def cmd_peek_delayed(self, rest: bytes) -> None:
         if rest:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_PEEK_DELAYED] += 1
-        self._found(self.use.peek_delayed(self.engine.jobs))
+        self._found(self.client.use.peek_delayed(self.engine.jobs))
 
     def cmd_peek_buried(self, rest: bytes) -> None:
         if rest:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_PEEK_BURIED] += 1
-        buried = self.use.buried
+        buried = self.client.use.buried
         self._found(next(iter(buried.values())) if buried else None)
 
     def _name(self, rest: bytes) -> str | None:
@@ -563,12 +552,7 @@ class Session:
             return
         engine = self.engine
         engine.ops[OP_USE] += 1
-        t = engine.tube(name)
-        t.using_ct += 1
-        old = self.use
-        self.use = t
-        old.using_ct -= 1
-        engine.maybe_destroy(old)
+        engine.use(self.client, name)
         self.deliver(b"USING %s\r\n" % rest)
 
     def cmd_watch(self, rest: bytes) -> None:
@@ -577,11 +561,7 @@ class Session:
             return
         engine = self.engine
         engine.ops[OP_WATCH] += 1
-        t = engine.tube(name)
-        if t not in self.watch:
-            self.watch.append(t)
-            t.watching_ct += 1
-        self.deliver(b"WATCHING %d\r\n" % len(self.watch))
+        self.deliver(b"WATCHING %d\r\n" % engine.watch(self.client, name))
 
     def cmd_ignore(self, rest: bytes) -> None:
         name = self._name(rest)
@@ -589,15 +569,8 @@ class Session:
             return
         engine = self.engine
         engine.ops[OP_IGNORE] += 1
-        t = engine.tubes.get(name)
-        if t is not None and t in self.watch:
-            if len(self.watch) == 1:
-                self.deliver(b"NOT_IGNORED\r\n")
-                return
-            self.watch.remove(t)
-            t.watching_ct -= 1
-            engine.maybe_destroy(t)
-        self.deliver(b"WATCHING %d\r\n" % len(self.watch))
+        n = engine.ignore(self.client, name)
+        self.deliver(b"WATCHING %d\r\n" % n if n else b"NOT_IGNORED\r\n")
 
     def cmd_stats(self, rest: bytes) -> None:
         if rest:
@@ -605,8 +578,7 @@ class Session:
             return
         engine = self.engine
         engine.ops[OP_STATS] += 1
-        size = getattr(self.binlog, "max_size", None)
-        self.deliver(stats.server_stats(engine, self.binlog, size or engine.binlog_max_size))
+        self.deliver(stats.server_stats(engine))
 
     def cmd_stats_job(self, rest: bytes) -> None:
         job_id = self._id(rest)
@@ -638,20 +610,20 @@ class Session:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_LIST_TUBE_USED] += 1
-        self.deliver(b"USING %s\r\n" % self.use.name_bytes)
+        self.deliver(b"USING %s\r\n" % self.client.use.name_bytes)
 
     def cmd_list_tubes_watched(self, rest: bytes) -> None:
         if rest:
             self.deliver(BAD_FORMAT)
             return
         self.engine.ops[OP_LIST_TUBES_WATCHED] += 1
-        self.deliver(stats.tube_list(self.watch.items))
+        self.deliver(stats.tube_list(self.client.watch.items))
 
     def cmd_pause_tube(self, rest: bytes) -> None:
-        m = _NAME_RUN.match(rest)
+        m = NAME_RUN.match(rest)
         assert m is not None  # the pattern can match empty
         name = m[1]
-        d = _ONE.fullmatch(rest, m.end())
+        d = ONE.fullmatch(rest, m.end())
         if not name or d is None or int(d[1]) > U32:
             self.deliver(BAD_FORMAT)
             return
@@ -668,7 +640,7 @@ class Session:
         self.deliver(b"PAUSED\r\n")
 
     def cmd_quit(self, rest: bytes) -> None:
-        self.closed = True
+        self.closing = True
 
 
 Handler = Callable[[Session, bytes], None]
