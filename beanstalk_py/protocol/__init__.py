@@ -1,7 +1,8 @@
 """The beanstalk protocol over the core: bytes in, replies out, no I/O.
 
-``session.Session`` frames command lines and job bodies, checks arguments (``arguments``),
-runs the commands against the engine with the connection's ``core.client.Client`` and
-queues the replies (``replies``). ``trace.TracingSession`` adds the ``-VV`` command log.
-Imports only ``beanstalk_py.core``; never asyncio, sockets, os or time.
+``framing.Framer`` cuts command lines and job bodies out of the byte stream and queues the
+replies with output back-pressure; ``session.Session`` adds the commands: it checks the
+arguments (``arguments``), runs them against the engine with the connection's
+``core.client.Client`` and answers (``replies``). ``trace.TracingSession`` adds the ``-VV``
+command log. Imports only ``beanstalk_py.core``; never asyncio, sockets, os or time.
 """

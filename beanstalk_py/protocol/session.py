@@ -1,26 +1,19 @@
-"""One client connection's protocol state: the byte parser and the command handlers.
+"""One client connection's protocol state: the commands over the framing.
 
-``Session.feed(data)`` consumes bytes and queues replies with ``deliver``; it never touches a
-socket. Replies accumulate in ``out`` (the shell writes them with one ``transport.write`` per
-read) and the session puts itself on ``pending.dirty`` the first time it has something to say.
-The engine-side state of the connection (used tube, watch set, reserved jobs, waiting) is its
-``client``, which only the engine changes.
+A ``Session`` is a ``framing.Framer`` (bytes in, replies out, no socket) plus the commands:
+it checks the arguments (``arguments``), runs the 25 commands against the engine with the
+connection's ``client`` (which only the engine changes: used tube, watch set, reserved jobs,
+waiting) and queues the replies. Before ``auth <token>`` (``--auth-token-file``) only ``auth``
+and ``quit`` do anything.
 
-Framing (beanstalkd prot.c, with two fixes listed in the README's compatibility notes):
-* A command line ends at the first ``\\r\\n`` and may be at most 224 bytes including it. A
-  longer line is discarded up to its ``\\r\\n`` and answered ``BAD_FORMAT`` once.
-* After ``put`` the next ``bytes + 2`` bytes are the body, whatever they contain; when the
-  size is over the limit they are read and discarded, then ``JOB_TOO_BIG`` is sent.
-* While a reserve waits (``waiting``), nothing more is parsed; the shell stops reading and
-  calls ``feed(b"")`` when the session shows up on ``pending.resumed``.
+The session puts itself on ``pending.dirty`` the first time it has something to say, and on
+``pending.resumed`` when its blocking reserve ends; the shell then writes the replies, or
+calls ``feed(b"")`` so the commands buffered behind the reserve run.
 """
 
 from __future__ import annotations
 
 import hmac
-import itertools
-import logging
-import sys
 from collections.abc import Callable
 
 from beanstalk_py.core import stats
@@ -54,7 +47,6 @@ from beanstalk_py.core.ops import (
 from beanstalk_py.protocol.arguments import (
     FOUR,
     INT_MAX,
-    LINE_MAX,
     NAME_RUN,
     ONE,
     STRTOUL,
@@ -64,19 +56,14 @@ from beanstalk_py.protocol.arguments import (
     U64,
     valid_tube_name,
 )
+from beanstalk_py.protocol.framing import Framer
 from beanstalk_py.protocol.replies import (
     AUTHENTICATED,
     BAD_FORMAT,
-    INTERNAL_ERROR,
     NOT_FOUND,
     UNAUTHORIZED,
     UNKNOWN_COMMAND,
 )
-
-OUTPUT_LIMIT = 4 * 1024 * 1024  # unsent reply bytes before a session stops parsing
-_OUT_CHECK_EVERY = 256  # reply chunks between two measurements of the pending output
-
-log = logging.getLogger("beanstalk_py.session")
 
 
 class Pending:
@@ -95,58 +82,30 @@ class Pending:
 
 
 
-class Session:
+class Session(Framer):
     __slots__ = (
-        "_body_chunks",
-        "_buf",
-        "_counted",
-        "_discard",
-        "_need",
-        "_out_bytes",
         "_put",
-        "_skipping",
         "auth_token",
         "client",
-        "closing",
         "disconnected",
         "engine",
         "held",
-        "out",
-        "out_check",
-        "out_limit",
-        "output_full",
         "pending",
     )
 
     def __init__(
         self, engine: Engine, pending: Pending | None = None, auth_token: bytes | None = None
     ) -> None:
+        super().__init__(engine.max_job_size + 64)
         self.engine = engine
         self.pending = pending if pending is not None else Pending()
         # --auth-token-file: the token this session must send first; None once authenticated
         # (or when auth is off), so the check costs one attribute test per command.
         self.auth_token = auth_token
-        self.out: list[bytes] = []
-        # quit was received, the token was wrong or the connection ended: parse nothing more,
-        # and the shell closes the connection once the replies are out
-        self.closing = False
         self.disconnected = False  # close() ran: the client has left the engine
         self.held: list[tuple[int, bytes]] = []  # output waiting for an fsync (binlog seq, bytes)
-        self.client: Client = engine.connect(self.deliver, self.send_job, self._wake)
-        self._buf = b""
-        self._skipping = False  # inside an over-long line
-        self._need = 0  # body bytes still expected (put)
-        self._discard = False  # the expected body is over the size limit
-        self._body_chunks: list[bytes] = []
         self._put: tuple[int, int, int, int] = (0, 0, 0, 0)  # id, pri, delay, ttr
-        # Output back-pressure: parsing stops (``output_full``) once ``out`` holds
-        # ``out_limit`` bytes; it is measured every few chunks (``out_check``), not on every
-        # reply.
-        self.output_full = False
-        self.out_limit = OUTPUT_LIMIT
-        self.out_check = _OUT_CHECK_EVERY
-        self._counted = 0  # chunks of ``out`` already summed into ``_out_bytes``
-        self._out_bytes = 0
+        self.client: Client = engine.connect(self.deliver, self.send_job, self._wake)
 
     @property
     def waiting(self) -> bool:
@@ -156,48 +115,13 @@ class Session:
     def _wake(self) -> None:
         self.pending.resumed.append(self)
 
-    # --- output -----------------------------------------------------------------------
+    # --- framing hooks --------------------------------------------------------------
 
-    def deliver(self, data: bytes) -> None:
-        out = self.out
-        if not out:
-            self.pending.dirty.append(self)
-        out.append(data)
+    def paused(self) -> bool:
+        return self.client.waiting
 
-    def send_job(self, word: bytes, job: Job) -> None:
-        self.deliver(b"%s %d %d\r\n" % (word, job.id, len(job.body) - 2))
-        self.out.append(job.body)
-
-    @property
-    def buffered(self) -> int:
-        """Input bytes received but not parsed yet (e.g. behind a blocking reserve)."""
-        return len(self._buf)
-
-    def take_output(self) -> bytes:
-        data = b"".join(self.out)
-        self.out.clear()
-        self._counted = self._out_bytes = 0
-        self.out_check = _OUT_CHECK_EVERY
-        return data
-
-    def set_output_limit(self, limit: int) -> None:
-        """Stop parsing while ``limit`` bytes of replies are unsent (0: never stop)."""
-        self.out_limit = limit if limit > 0 else sys.maxsize
-
-    def _measure_output(self) -> bool:
-        """Measure the pending output; True (and ``output_full``) once it reaches the limit."""
-        out = self.out
-        n = len(out)
-        size = self._out_bytes + sum(map(len, itertools.islice(out, self._counted, n)))
-        self._out_bytes = size
-        self._counted = n
-        if size >= self.out_limit:
-            self.output_full = True
-            return True
-        # Next look: before the remaining room could be overrun by more than a chunk or two.
-        room = (self.out_limit - size) // (self.engine.max_job_size + 64)
-        self.out_check = n + max(1, min(_OUT_CHECK_EVERY, room))
-        return False
+    def on_output(self) -> None:
+        self.pending.dirty.append(self)
 
     def close(self) -> None:
         """The connection is gone: return reserved jobs, leave tubes (idempotent)."""
@@ -206,109 +130,10 @@ class Session:
         self.disconnected = self.closing = True
         self.engine.disconnect(self.client)
 
-    # --- input ------------------------------------------------------------------------
+    def on_body_dropped(self) -> None:
+        self.deliver(UNAUTHORIZED if self.auth_token is not None else b"JOB_TOO_BIG\r\n")
 
-    def feed(self, data: bytes) -> None:
-        """Consume ``data`` (``b""`` to resume after a wait), queueing replies."""
-        self.output_full = False
-        if self._need:
-            rest = self._feed_body(data)
-            if rest is None:
-                return
-            data = rest
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        n = len(data)
-        pos = 0
-        out = self.out
-        check = self.out_check
-        client = self.client
-        while pos < n:
-            if client.waiting or self.closing:
-                break
-            if len(out) >= check:
-                if self._measure_output():
-                    break
-                check = self.out_check
-            if self._skipping:
-                eol = data.find(b"\r\n", pos)
-                if eol < 0:
-                    # keep a trailing \r: its \n may come in the next read
-                    pos = n - 1 if data[-1] == 13 else n
-                    break
-                pos = eol + 2
-                self._skipping = False
-                self.deliver(BAD_FORMAT)
-                continue
-            eol = data.find(b"\r\n", pos, pos + LINE_MAX)
-            if eol < 0:
-                if n - pos >= LINE_MAX:
-                    self._skipping = True
-                    pos += LINE_MAX - 1
-                    continue
-                break
-            line = data[pos:eol]
-            pos = eol + 2
-            try:
-                self._command(line)
-            except Exception as exc:
-                self._internal_error(line, exc)
-            if self._need:
-                avail = n - pos
-                need = self._need
-                if avail >= need:
-                    chunk = data[pos : pos + need]
-                    pos += need
-                    self._need = 0
-                    try:
-                        self._finish_put(chunk)
-                    except Exception as exc:
-                        self._internal_error(b"put", exc)
-                else:
-                    if not self._discard:
-                        self._body_chunks.append(data[pos:])
-                    self._need -= avail
-                    return
-        if pos < n:
-            self._buf = data[pos:]
-
-    def _feed_body(self, data: bytes) -> bytes | None:
-        need = self._need
-        if len(data) < need:
-            if not self._discard:
-                self._body_chunks.append(data)
-            self._need -= len(data)
-            return None
-        self._need = 0
-        chunks = self._body_chunks
-        chunks.append(data[:need])
-        body = b"".join(chunks)
-        chunks.clear()
-        try:
-            self._finish_put(body)
-        except Exception as exc:
-            self._internal_error(b"put", exc)
-        return data[need:]
-
-    def _internal_error(self, line: bytes, exc: Exception) -> None:
-        """A handler failed: answer INTERNAL_ERROR, log one line (the traceback at DEBUG)."""
-        word = line.split(b" ", 1)[0][:32].decode("ascii", "replace")
-        log.error(
-            "INTERNAL_ERROR answering %r: %s: %s",
-            word,
-            type(exc).__name__,
-            exc,
-            exc_info=log.isEnabledFor(logging.DEBUG),
-        )
-        self.deliver(INTERNAL_ERROR)
-
-    def _finish_put(self, body: bytes) -> None:
-        if self._discard:
-            self._discard = False
-            self._body_chunks.clear()
-            self.deliver(UNAUTHORIZED if self.auth_token is not None else b"JOB_TOO_BIG\r\n")
-            return
+    def on_body(self, body: bytes) -> None:
         job_id, pri, delay, ttr = self._put
         if not body.endswith(b"\r\n"):
             self.deliver(b"EXPECTED_CRLF\r\n")
@@ -319,7 +144,7 @@ class Session:
             return
         self.deliver(engine.put(self.client, job_id, pri, delay, ttr, body))
 
-    def _command(self, line: bytes) -> None:
+    def on_line(self, line: bytes) -> None:
         if self.auth_token is not None:
             self._gated(line)
             return
@@ -369,8 +194,7 @@ class Session:
             if m is not None and int(m[4]) <= U32 and max(int(m[1]), int(m[2]), int(m[3])) <= U32:
                 size = int(m[4])
                 if size > self.engine.max_job_size or m.end() == len(line):
-                    self._need = size + 2
-                    self._discard = True  # answered once the body is read (_finish_put)
+                    self.expect_body(size + 2, drop=True)  # answered once the body is read
                     return
         self.deliver(UNAUTHORIZED)
 
@@ -401,14 +225,13 @@ class Session:
         engine = self.engine
         engine.ops[OP_PUT] += 1
         if size > engine.max_job_size:
-            self._need = size + 2
-            self._discard = True
+            self.expect_body(size + 2, drop=True)
             return
         if not tail_ok:
             self.deliver(BAD_FORMAT)
             return
         self._put = (engine.new_job_id(self.client), pri, delay, ttr or 1)
-        self._need = size + 2
+        self.expect_body(size + 2, drop=False)
 
     def cmd_reserve(self, rest: bytes) -> None:
         if rest:

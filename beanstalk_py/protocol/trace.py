@@ -33,13 +33,13 @@ class TracingSession(Session):
         super().__init__(engine, pending, auth_token)
         self.peer = ""  # the connection's name in log lines; the shell sets it at accept
 
-    def _command(self, line: bytes) -> None:
+    def on_line(self, line: bytes) -> None:
         text = line.decode("ascii", "backslashreplace")
         name = text.split(" ", 1)[0]
         if name == "auth":
             text = "auth <token not logged>"
         log.debug("< %s", text, extra={"conn": self.peer or "?", "cmd": name})
-        super()._command(line)
+        super().on_line(line)
 
     def deliver(self, data: bytes) -> None:
         eol = data.find(b"\r\n")

@@ -12,8 +12,8 @@ from beanstalk_py.binlog import Binlog
 from beanstalk_py.binlog.writer import SEG_MASK, SEQ_SHIFT, live_size
 from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.core.engine import Engine
-from beanstalk_py.core.restore import restore_many
 from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED, Job
+from beanstalk_py.core.restore import restore_many
 
 
 def check_books(bl: Binlog, live: list[Job]) -> None:
