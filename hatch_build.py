@@ -30,6 +30,7 @@ CORE = [
     "beanstalk_py/protocol/arguments.py",
     "beanstalk_py/protocol/replies.py",
     "beanstalk_py/protocol/framing.py",
+    "beanstalk_py/protocol/commands.py",
     "beanstalk_py/protocol/session.py",
     "beanstalk_py/protocol/trace.py",
     "beanstalk_py/server.py",

@@ -32,6 +32,7 @@ _heappush: Final = heapq.heappush
 _heappop: Final = heapq.heappop
 _heapify: Final = heapq.heapify
 
+
 class Level:
     """The ready job ids of one priority in a tube, lowest first.
 
