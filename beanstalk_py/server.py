@@ -225,7 +225,7 @@ class Connection:
         if self.session is not None and self.session.output_full:
             self._schedule_continue()
 
-    # Output back-pressure: a session stops parsing (``blocked``) once ``output_limit`` bytes
+    # Output back-pressure: a session stops parsing (``output_full``) once ``output_limit`` bytes
     # of replies are pending, so one read of pipelined commands cannot produce unbounded
     # output. It resumes (on a later loop turn, so other connections get theirs) after its
     # replies were handed to the transport and the transport is not over its own limit.

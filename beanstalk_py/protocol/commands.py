@@ -9,6 +9,7 @@ of engine state goes through an ``Engine`` operation with the connection's ``cli
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 
 from beanstalk_py.core import stats
@@ -53,20 +54,26 @@ from beanstalk_py.protocol.arguments import (
 )
 from beanstalk_py.protocol.framing import Framer
 from beanstalk_py.protocol.replies import (
+    AUTHENTICATED,
     BAD_FORMAT,
     NOT_FOUND,
+    UNAUTHORIZED,
     UNKNOWN_COMMAND,
 )
 
 
 class Commands(Framer):
-    """The 25 commands over the framing, run against ``engine`` for ``client``."""
+    """The 25 commands over the framing, run against ``engine`` for ``client``, behind the
+    auth gate."""
 
-    __slots__ = ("_put", "client", "engine")
+    __slots__ = ("_put", "auth_token", "client", "engine")
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, auth_token: bytes | None) -> None:
         super().__init__(engine.max_job_size + 64)
         self.engine = engine
+        # --auth-token-file: the token this connection must send first; None once
+        # authenticated (or when auth is off), so the check costs one attribute test per line.
+        self.auth_token = auth_token
         self._put: tuple[int, int, int, int] = (0, 0, 0, 0)  # id, pri, delay, ttr
         self.client: Client = engine.connect(self.deliver, self.send_job, self.wake)
 
@@ -76,6 +83,9 @@ class Commands(Framer):
 
     def paused(self) -> bool:
         return self.client.waiting
+
+    def on_body_dropped(self) -> None:
+        self.deliver(UNAUTHORIZED if self.auth_token is not None else b"JOB_TOO_BIG\r\n")
 
     def on_body(self, body: bytes) -> None:
         job_id, pri, delay, ttr = self._put
@@ -88,8 +98,11 @@ class Commands(Framer):
             return
         self.deliver(engine.put(self.client, job_id, pri, delay, ttr, body))
 
-    def dispatch(self, line: bytes) -> None:
+    def on_line(self, line: bytes) -> None:
         """Run one command line (beanstalkd prot.c which_cmd)."""
+        if self.auth_token is not None:
+            self._gated(line)
+            return
         if b"\x00" in line:
             self.deliver(BAD_FORMAT)
             return
@@ -109,6 +122,36 @@ class Commands(Framer):
                 handler(self, line[len(prefix) :])
                 return
         self.deliver(UNKNOWN_COMMAND)
+
+    def _gated(self, line: bytes) -> None:
+        """A command before ``auth <token>`` (``--auth-token-file``).
+
+        Only ``auth`` (and ``quit``) do anything; every other command is answered UNAUTHORIZED
+        and the connection stays open. A ``put`` still has its body read (and dropped) so the
+        framing stays that of an authenticated session. A wrong token is answered
+        UNAUTHORIZED and the connection closes.
+        """
+        token = self.auth_token
+        assert token is not None
+        if line.startswith(b"auth ") or line == b"auth":
+            if hmac.compare_digest(line[5:], token):
+                self.auth_token = None
+                self.deliver(AUTHENTICATED)
+            else:
+                self.deliver(UNAUTHORIZED)
+                self.closing = True
+            return
+        if line.startswith(b"quit"):
+            self.closing = True
+            return
+        if line.startswith(b"put ") and b"\x00" not in line:
+            m = FOUR.match(line, 4)
+            if m is not None and int(m[4]) <= U32 and max(int(m[1]), int(m[2]), int(m[3])) <= U32:
+                size = int(m[4])
+                if size > self.engine.max_job_size or m.end() == len(line):
+                    self.expect_body(size + 2, drop=True)  # answered once the body is read
+                    return
+        self.deliver(UNAUTHORIZED)
 
     # --- commands ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Replay straight into the engine (Binlog.replay -> Engine.restore_many) and the binlog's
+"""Replay straight into the engine (Binlog.replay -> core.restore.restore_many) and the binlog's
 bookkeeping on the Job objects themselves (job.file, job.log_meta, per-segment dicts)."""
 
 from __future__ import annotations
