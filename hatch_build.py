@@ -17,15 +17,25 @@ from typing import Any
 from hatch_mypyc.plugin import MypycBuildHook
 
 CORE = [
-    "beanstalk_py/job.py",
-    "beanstalk_py/tube.py",
-    "beanstalk_py/engine.py",
-    "beanstalk_py/session.py",
-    "beanstalk_py/stats.py",
-    "beanstalk_py/trace.py",
+    "beanstalk_py/core/swaplist.py",
+    "beanstalk_py/core/job.py",
+    "beanstalk_py/core/tube.py",
+    "beanstalk_py/core/client.py",
+    "beanstalk_py/core/timers.py",
+    "beanstalk_py/core/engine.py",
+    "beanstalk_py/core/restore.py",
+    "beanstalk_py/core/ops.py",
+    "beanstalk_py/core/stats.py",
+    "beanstalk_py/core/clock.py",
+    "beanstalk_py/core/host.py",
+    "beanstalk_py/core/journal.py",
+    "beanstalk_py/protocol/arguments.py",
+    "beanstalk_py/protocol/replies.py",
+    "beanstalk_py/protocol/framing.py",
+    "beanstalk_py/protocol/commands.py",
+    "beanstalk_py/protocol/session.py",
+    "beanstalk_py/protocol/trace.py",
     "beanstalk_py/server.py",
-    "beanstalk_py/clock.py",
-    "beanstalk_py/journal.py",
 ]
 
 

@@ -12,8 +12,8 @@ import importlib.util
 
 
 def core_kind() -> str:
-    """``"mypyc"`` if ``beanstalk_py.engine`` is an extension module, else ``"pure"``."""
-    spec = importlib.util.find_spec("beanstalk_py.engine")
+    """``"mypyc"`` if ``beanstalk_py.core.engine`` is an extension module, else ``"pure"``."""
+    spec = importlib.util.find_spec("beanstalk_py.core.engine")
     if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
         return "mypyc"
     return "pure"

@@ -35,15 +35,16 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from beanstalk_py import __version__, stats
+from beanstalk_py import __version__
 from beanstalk_py.build_info import core_kind
-from beanstalk_py.engine import OP_NAMES
+from beanstalk_py.core import stats
+from beanstalk_py.core.ops import OP_NAMES
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-    from beanstalk_py.tube import Tube
+    from beanstalk_py.core.tube import Tube
 
 PREFIX = "beanstalkd_"
 
@@ -208,8 +209,8 @@ class EngineCollector:
         inst.add_metric([engine.instance_id, os.uname().nodename], 1)
         yield inst
 
-        size = getattr(binlog, "max_size", None) or engine.binlog_max_size
-        pairs = stats.server_counts(engine) + stats.binlog_counts(binlog, size)
+        size = engine.journal.max_size or engine.binlog_max_size
+        pairs = stats.server_counts(engine) + stats.binlog_counts(engine.journal, size)
         for key, value in pairs:
             name, is_counter = _metric_name(key)
             doc = f"stats {key}"

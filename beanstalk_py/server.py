@@ -24,9 +24,10 @@ import time
 from typing import Any
 
 from beanstalk_py import listen, security
-from beanstalk_py.clock import Clock, SystemClock
 from beanstalk_py.config import Config
-from beanstalk_py.engine import Engine
+from beanstalk_py.core.clock import Clock
+from beanstalk_py.core.engine import Engine
+from beanstalk_py.core.restore import restore_many
 from beanstalk_py.metrics import (
     BATCH_BUCKETS,
     BATCH_SAMPLE_MASK,
@@ -34,8 +35,9 @@ from beanstalk_py.metrics import (
     FSYNC_BUCKETS,
     LatencyHistogram,
 )
-from beanstalk_py.session import Session
-from beanstalk_py.trace import TracingSession
+from beanstalk_py.protocol.session import Pending, Session
+from beanstalk_py.protocol.trace import TracingSession
+from beanstalk_py.system import SystemClock, SystemHost
 
 WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
 
@@ -97,8 +99,8 @@ class Connection:
         # -VV: a Session that logs commands and replies, chosen once per connection so that
         # without DEBUG the command path has no logging check at all.
         cls = TracingSession if conn_log.isEnabledFor(logging.DEBUG) else Session
-        sess = self.session = cls(srv.engine, srv.binlog, srv.auth_token)
-        sess.conn = self
+        sess = self.session = cls(srv.engine, srv.pending, srv.auth_token)
+        srv.sessions[sess] = self
         sess.set_output_limit(srv.config.output_limit)
         srv.conns.add(self)
         if conn_log.isEnabledFor(logging.INFO):
@@ -106,6 +108,8 @@ class Connection:
             # host:port (IPv4 and IPv6 tuples alike), as log readers and parsers expect
             self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
             conn_log.info("accept %s", self.name)
+        if isinstance(sess, TracingSession):
+            sess.peer = self.name
 
     def data_received(self, data: bytes) -> None:
         if self.http is not None:
@@ -151,7 +155,7 @@ class Connection:
             hist.observe(elapsed)
         self.sync_reading()
         self.server.after_input()
-        if sess.closed:
+        if sess.closing:
             self.maybe_close()
 
     def _wait_ready(self, data: bytes) -> None:
@@ -169,7 +173,8 @@ class Connection:
         # Not a beanstalk client after all: it must not show in the protocol's counters.
         sess.close()
         srv.engine.total_conns -= 1
-        srv.engine.dirty = [s for s in srv.engine.dirty if s is not sess]
+        srv.pending.dirty = [s for s in srv.pending.dirty if s is not sess]
+        srv.sessions.pop(sess, None)
         self.http = HttpHandler(srv, self.transport)
         self.http.feed(data)
 
@@ -182,7 +187,7 @@ class Connection:
         sess = self.session
         assert sess is not None
         if sess.waiting:
-            self.server.engine.cancel_wait(sess)
+            self.server.engine.cancel_wait(sess.client)
         self.server.after_input()
         self.maybe_close()
         return True
@@ -191,11 +196,11 @@ class Connection:
         sess = self.session
         if (
             sess is not None
-            and (sess.closed or self.eof)
+            and (sess.closing or self.eof)
             and not sess.out
             and not sess.held
             and not sess.waiting
-            and not sess.blocked
+            and not sess.output_full
             and self.transport is not None
         ):
             self.transport.close()
@@ -205,13 +210,13 @@ class Connection:
         sess = self.session
         assert sess is not None and self.transport is not None
         if self.eof and sess.waiting:
-            self.server.engine.cancel_wait(sess)
+            self.server.engine.cancel_wait(sess.client)
         # While a reserve waits the socket is still read (so a half-close is seen, as with
         # beanstalkd's EPOLLRDHUP), but only up to a small buffer of pipelined input.
         want = (
             not self._write_blocked
-            and not sess.closed
-            and not sess.blocked
+            and not sess.closing
+            and not sess.output_full
             and not (sess.waiting and sess.buffered > WAIT_INPUT_LIMIT)
         )
         if want != self._reading:
@@ -227,18 +232,18 @@ class Connection:
 
     def resume_writing(self) -> None:
         self._write_blocked = False
-        if self.session is not None and not self.session.gone:
+        if self.session is not None and not self.session.disconnected:
             self.sync_reading()
-            if self.session.blocked:
+            if self.session.output_full:
                 self._schedule_continue()
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
-        if self.session is not None and self.session.blocked:
+        if self.session is not None and self.session.output_full:
             self._schedule_continue()
 
-    # Output back-pressure: a session stops parsing (``blocked``) once ``output_limit`` bytes
+    # Output back-pressure: a session stops parsing (``output_full``) once ``output_limit`` bytes
     # of replies are pending, so one read of pipelined commands cannot produce unbounded
     # output. It resumes (on a later loop turn, so other connections get theirs) after its
     # replies were handed to the transport and the transport is not over its own limit.
@@ -252,14 +257,16 @@ class Connection:
         self._cont = False
         sess = self.session
         tr = self.transport
-        if sess is None or sess.gone or not sess.blocked or tr is None or tr.is_closing():
+        if sess is None or sess.disconnected or not sess.output_full:
+            return
+        if tr is None or tr.is_closing():
             return
         if self._write_blocked or sess.held:
             return  # resume_writing / the fsync's write call us again
         sess.feed(b"")
         self.sync_reading()
         self.server.after_input()
-        if sess.closed or self.eof:
+        if sess.closing or self.eof:
             self.maybe_close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -273,7 +280,7 @@ class Connection:
             if self.name:
                 conn_log.info("close %s", self.name)
             srv.after_input()
-            sess.conn = None  # break the Session <-> Connection cycle: refcounting frees both
+            srv.sessions.pop(sess, None)
 
 
 class Server:
@@ -295,8 +302,12 @@ class Server:
             max_jobs=config.max_jobs,
             max_job_bytes=config.max_job_bytes,
             binlog_max_size=config.binlog_size,
+            host=SystemHost(),
         )
         self.conns: set[Connection] = set()
+        # sessions with output or a finished reserve, and each session's connection
+        self.pending = Pending()
+        self.sessions: dict[Session, Connection] = {}
         self.servers: list[Any] = []  # asyncio or uvloop Server objects
         self._loop = loop  # an asyncio loop, or startup.EarlyLoop until asyncio is imported
         self.early = False  # on startup.EarlyLoop: HTTP on this port waits for the real loop
@@ -404,9 +415,6 @@ class Server:
         if hasattr(binlog, "on_fsync"):
             binlog.on_fsync = self.fsync_latency.observe  # called on the fsync worker thread
         self._always_sync = self.config.fsync_ms == 0
-        for conn in self.conns:
-            if conn.session is not None:
-                conn.session.binlog = binlog
 
     def restore(self, result: Any) -> None:
         """Load the jobs a binlog replay built (``ReplayResult``) into the engine, in bulk.
@@ -414,7 +422,7 @@ class Server:
         Run on the loop thread; the replay itself may have run in a worker thread. The jobs
         are the binlog's own bookkeeping too (``job.file``, ``job.log_meta``), so nothing
         has to be linked back."""
-        self.engine.restore_many(result.by_id, result.tubes, result.buried, result.next_id)
+        restore_many(self.engine, result.by_id, result.tubes, result.buried, result.next_id)
 
     def set_ready(self) -> None:
         """Replay is over: serve the connections that arrived meanwhile."""
@@ -485,27 +493,28 @@ class Server:
 
     def flush(self) -> None:
         self._flush_pending = False
-        engine = self.engine
-        while engine.resumed:
-            resumed = engine.resumed
-            engine.resumed = []
+        pending = self.pending
+        sessions = self.sessions
+        while pending.resumed:
+            resumed = pending.resumed
+            pending.resumed = []
             for sess in resumed:
-                conn = sess.conn
-                if sess.gone or not isinstance(conn, Connection):
+                conn = sessions.get(sess)
+                if sess.disconnected or conn is None:
                     continue
                 sess.feed(b"")
                 conn.sync_reading()
         binlog = self.binlog
         if binlog is not None and binlog.pending and not self._commit():
             return
-        dirty = engine.dirty
+        dirty = pending.dirty
         if dirty:
-            engine.dirty = []
+            pending.dirty = []
             unsynced = self._always_sync and self._written_seq > self._durable_seq
             for sess in dirty:
                 data = sess.take_output()
-                conn = sess.conn
-                if not data or not isinstance(conn, Connection) or conn.transport is None:
+                conn = sessions.get(sess)
+                if not data or conn is None or conn.transport is None:
                     continue
                 if unsynced or sess.held:
                     sess.held.append((self._written_seq, data))
@@ -580,17 +589,17 @@ class Server:
         self._durable_seq = max(self._durable_seq, fut.result())
         durable = self._durable_seq
         for sess in list(self._held):
-            conn = sess.conn
+            conn = self.sessions.get(sess)
             held = sess.held
             i = 0
             while i < len(held) and held[i][0] <= durable:
                 i += 1
-            if i and isinstance(conn, Connection) and conn.transport is not None:
+            if i and conn is not None and conn.transport is not None:
                 conn.write(b"".join(chunk for _, chunk in held[:i]))
             del held[:i]
             if not held:
                 self._held.discard(sess)
-                if isinstance(conn, Connection):
+                if conn is not None:
                     conn.maybe_close()
         if self.binlog.gc_due and not self._commit():
             return  # segment removal waited for this fsync; don't wait for the next put

@@ -49,7 +49,7 @@ NAMED: list[Named] = [
     Named(
         "put-acks-refused-journal",
         "1. Engine.put returns INSERTED when journal.put refused",
-        "beanstalk_py/engine.py",
+        "beanstalk_py/core/engine.py",
         (
             (
                 "        if not self.journal.put(job):\n"
@@ -61,7 +61,7 @@ NAMED: list[Named] = [
     Named(
         "kick-journals-old-state",
         "2. kick/kick-job journaled with the job's old state",
-        "beanstalk_py/engine.py",
+        "beanstalk_py/core/engine.py",
         (
             (
                 "        job.kicks += 1\n        job.state = READY\n"

@@ -51,7 +51,7 @@ TRANSCRIPTS = "tests/integration/test_transcripts_*.py"
 #: module group -> (source files to mutate, test files that guard them; globs allowed)
 MODULES: dict[str, tuple[list[str], list[str]]] = {
     "engine": (
-        ["beanstalk_py/engine.py"],
+        ["beanstalk_py/core/engine.py"],
         [
             "tests/unit/test_engine.py",
             "tests/unit/test_tube_queues.py",

@@ -26,9 +26,9 @@ from pathlib import Path
 from beanstalk_py.binlog.errors import BinlogError
 from beanstalk_py.binlog.fileops import FileOps, OsFileOps
 from beanstalk_py.binlog.writer import Binlog
-from beanstalk_py.clock import SystemClock
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED, Job
-from beanstalk_py.tube import Tube
+from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED, Job
+from beanstalk_py.core.tube import Tube
+from beanstalk_py.system import SystemClock
 
 log = logging.getLogger("beanstalk_py.binlog")
 

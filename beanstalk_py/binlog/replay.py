@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.binlog.writer import SEG_MASK, SEQ_SHIFT, ReplayResult, _Segment, live_size
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED, Job
-from beanstalk_py.tube import Tube
+from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED, Job
+from beanstalk_py.core.tube import Tube
 
 if TYPE_CHECKING:
     from beanstalk_py.binlog.writer import Binlog

@@ -53,14 +53,14 @@ from typing import TYPE_CHECKING
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.binlog.errors import BinlogError, BinlogLocked, BinlogWriteError
 from beanstalk_py.binlog.fileops import FileOps, OsFileOps
-from beanstalk_py.job import BURIED, DELAYED, READY
+from beanstalk_py.core.job import BURIED, DELAYED, READY
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from beanstalk_py.clock import Clock
-    from beanstalk_py.job import Job
-    from beanstalk_py.tube import Tube
+    from beanstalk_py.core.clock import Clock
+    from beanstalk_py.core.job import Job
+    from beanstalk_py.core.tube import Tube
 
 log = logging.getLogger("beanstalk_py.binlog")
 

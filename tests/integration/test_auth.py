@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from support.servers import ours_process
 
-from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
+from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.security import SecurityConfigError, load_token
 from beanstalk_py.server import Server
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from beanstalk_py.binlog import Binlog, OsFileOps
-from beanstalk_py.clock import SystemClock
 from beanstalk_py.config import Config
 from beanstalk_py.server import Server
+from beanstalk_py.system import SystemClock
 
 
 class GatedOps(OsFileOps):

@@ -16,7 +16,7 @@ from pathlib import Path
 from support.servers import ServerProcess, ours_argv, ours_env, package_root
 
 import beanstalk_py
-import beanstalk_py.engine
+import beanstalk_py.core.engine
 from beanstalk_py.build_info import core_kind
 
 EXPECT_COMPILED = os.environ.get("BEANSTALK_PY_EXPECT_COMPILED") == "1"
@@ -26,7 +26,7 @@ PACKAGE_DIR = Path(package_root()).resolve() / "beanstalk_py"
 
 def test_in_process_core_is_the_build_under_test() -> None:
     assert core_kind() == EXPECTED_KIND
-    engine_file = beanstalk_py.engine.__file__
+    engine_file = beanstalk_py.core.engine.__file__
     assert engine_file is not None
     if EXPECT_COMPILED:
         assert engine_file.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), engine_file

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from beanstalk_py import http
-from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
+from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.http import parse_hostport, start_metrics_listener
 from beanstalk_py.server import Server
 

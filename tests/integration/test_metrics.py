@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
+from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.metrics import BATCH_SAMPLE_EVERY, OTHER_TUBE
 from beanstalk_py.server import Server
 

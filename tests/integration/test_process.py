@@ -68,9 +68,9 @@ def test_u_drops_privileges_after_binding_and_before_the_binlog() -> None:
 def write_binlog(binlog: Path, jobs: int) -> None:
     """A binlog of ``jobs`` ready jobs in tube default, written by the real writer."""
     from beanstalk_py.binlog import Binlog
-    from beanstalk_py.clock import SystemClock
-    from beanstalk_py.job import Job
-    from beanstalk_py.tube import Tube
+    from beanstalk_py.core.job import Job
+    from beanstalk_py.core.tube import Tube
+    from beanstalk_py.system import SystemClock
 
     clock = SystemClock()
     writer = Binlog.open(binlog, fsync_ms=None, clock=clock, max_job_size=65535)

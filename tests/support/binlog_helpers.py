@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from beanstalk_py.binlog import Binlog, OsFileOps
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.job import Job
-from beanstalk_py.tube import Tube
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.job import Job
+from beanstalk_py.core.tube import Tube
 
 TUBES: dict[str, Tube] = {}
 

@@ -141,7 +141,7 @@ async def our_server(
     # A package that does not import is an error of every test, never a skip.
     server_mod = importlib.import_module("beanstalk_py.server")
     config_mod = importlib.import_module("beanstalk_py.config")
-    clock_mod = importlib.import_module("beanstalk_py.clock")
+    clock_mod = importlib.import_module("beanstalk_py.core.clock")
     clock = clock_mod.ManualClock()
     srv = server_mod.Server(_ours_config(config_mod.Config, max_job_size, unix_path), clock=clock)
     await asyncio.wait_for(srv.start(), 5)

@@ -6,8 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
+from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.server import Server
 
 

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.engine import Engine
-from beanstalk_py.session import Session
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.engine import Engine
+from beanstalk_py.protocol.session import Pending, Session
 
 
 class Kit:
     def __init__(self, **engine_opts: int) -> None:
         self.clock = ManualClock()
         self.engine = Engine(self.clock, **engine_opts)
+        self.pending = Pending()
 
     def session(self) -> Session:
-        return Session(self.engine)
+        return Session(self.engine, self.pending)
 
     def _settle(self) -> None:
         # What the server shell does after input: resume sessions whose reserve ended.
-        engine = self.engine
-        while engine.resumed:
-            resumed, engine.resumed = engine.resumed, []
+        pending = self.pending
+        while pending.resumed:
+            resumed, pending.resumed = pending.resumed, []
             for s in resumed:
-                if not s.gone:
+                if not s.disconnected:
                     s.feed(b"")
-        engine.dirty.clear()
+        pending.dirty.clear()
 
     def send(self, sess: Session, data: bytes) -> bytes:
         sess.feed(data)

@@ -15,8 +15,8 @@ from pathlib import Path
 from support.binlog_helpers import dir_bytes, make_job, open_binlog, segment_files
 
 from beanstalk_py.binlog import format as fmt
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED
 
 SEG = 64 * 1024
 

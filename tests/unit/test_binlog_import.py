@@ -16,7 +16,7 @@ from support.binlog_helpers import open_binlog
 from support.requirements import require
 
 from beanstalk_py.binlog.beanstalkd_import import import_beanstalkd
-from beanstalk_py.job import BURIED, DELAYED, READY
+from beanstalk_py.core.job import BURIED, DELAYED, READY
 
 BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
 

@@ -15,8 +15,8 @@ from support.servers import ours_process
 
 from beanstalk_py.binlog import Binlog, BinlogLocked
 from beanstalk_py.binlog import format as fmt
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED
 
 
 def by_id(result):  # type: ignore[no-untyped-def]
@@ -266,7 +266,7 @@ def test_second_process_is_refused(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from beanstalk_py.binlog import Binlog
-        from beanstalk_py.clock import SystemClock
+        from beanstalk_py.system import SystemClock
         bl = Binlog.open(Path({str(tmp_path)!r}), clock=SystemClock(), max_job_size=10)
         print("locked", flush=True)
         sys.stdin.readline()

@@ -1,4 +1,4 @@
-"""Replay straight into the engine (Binlog.replay -> Engine.restore_many) and the binlog's
+"""Replay straight into the engine (Binlog.replay -> core.restore.restore_many) and the binlog's
 bookkeeping on the Job objects themselves (job.file, job.log_meta, per-segment dicts)."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from support.binlog_helpers import make_job, open_binlog
 
 from beanstalk_py.binlog import Binlog
 from beanstalk_py.binlog.writer import SEG_MASK, SEQ_SHIFT, live_size
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.engine import Engine
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED, Job
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.engine import Engine
+from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED, Job
+from beanstalk_py.core.restore import restore_many
 
 
 def check_books(bl: Binlog, live: list[Job]) -> None:
@@ -36,7 +37,7 @@ def reopen(d: Path, clock: ManualClock, **kw: int) -> tuple[Binlog, Engine]:
     bl = Binlog.open(d, fsync_ms=None, clock=clock, max_job_size=65535, **kw)
     engine = Engine(clock)
     res = bl.replay(dict(engine.tubes))
-    engine.restore_many(res.by_id, res.tubes, res.buried, res.next_id)
+    restore_many(engine, res.by_id, res.tubes, res.buried, res.next_id)
     engine.journal = bl
     return bl, engine
 
@@ -129,7 +130,7 @@ def test_replay_tubes_merge_into_the_engine_s(tmp_path: Path) -> None:
     bl = Binlog.open(tmp_path, fsync_ms=None, clock=clock, max_job_size=65535)
     res = bl.replay()  # no tubes given: the replay makes its own "default"
     engine = Engine(clock)
-    engine.restore_many(res.by_id, res.tubes, res.buried, res.next_id)
+    restore_many(engine, res.by_id, res.tubes, res.buried, res.next_id)
     assert all(job.tube is engine.default for job in engine.jobs.values())
     assert len(engine.tube_list) == 1 and engine.default.ready_ct == 3
     head = engine.default.peek_ready(engine.jobs)

@@ -11,8 +11,8 @@ from support.binlog_helpers import EIO, ENOSPC, FaultyOps, dir_bytes, make_job, 
 
 from beanstalk_py.binlog import BinlogWriteError
 from beanstalk_py.binlog import format as fmt
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.job import BURIED, DELAYED, READY
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.job import BURIED, DELAYED, READY
 
 
 def test_group_commit_one_write_per_batch(tmp_path: Path) -> None:

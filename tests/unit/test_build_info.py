@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.machinery
 
-from beanstalk_py import engine
+from beanstalk_py.core import engine
 from beanstalk_py.build_info import core_kind
 
 

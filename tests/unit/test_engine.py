@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from beanstalk_py.job import RESERVED, Job
-from beanstalk_py.session import Session
+from beanstalk_py.core.job import RESERVED, Job
+from beanstalk_py.protocol.session import Session
 from tests.unit.enginekit import Kit
 
 
@@ -279,7 +279,7 @@ def test_many_deletes_keep_heaps_small(kit: Kit) -> None:
         job_id = put(kit, s, delay=5)
         kit.send(s, b"delete %d\r\n" % job_id)
     assert len(tube.delayed) < 200
-    assert len(kit.engine.timers) < 3000
+    assert len(kit.engine.timers.heap) < 3000
 
 
 def test_deadline_soon_follows_the_earliest_job_still_held(kit: Kit) -> None:

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.replies import split_replies
 
-from beanstalk_py.clock import ManualClock
-from beanstalk_py.engine import Engine
-from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED
-from beanstalk_py.session import Session
+from beanstalk_py.core.clock import ManualClock
+from beanstalk_py.core.engine import Engine
+from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED
+from beanstalk_py.protocol.session import Pending, Session
 
 ids = st.sampled_from([b"0", b"1", b"2", b"3", b"007", b"18446744073709551616", b"-1", b"+2"])
 nums = st.sampled_from([b"0", b"1", b"5", b"4294967295", b"4294967296", b"x", b""])
@@ -108,24 +108,25 @@ def check_engine(e: Engine, sessions: list[Session]) -> None:
     assert sum(t.reserved_ct for t in e.tubes.values()) == e.reserved_ct
     assert sum(t.jobs_ct for t in e.tubes.values()) == len(e.jobs)
     assert sum(len(j.body) for j in e.jobs.values()) == e.body_bytes
-    assert sum(len(s.reserved) for s in sessions if not s.gone) == e.reserved_ct
+    assert sum(len(s.client.reserved) for s in sessions if not s.disconnected) == e.reserved_ct
     assert e.waiting_ct == sum(1 for s in sessions if s.waiting)
-    assert e.cur_conns == sum(1 for s in sessions if not s.gone)
+    assert e.cur_conns == sum(1 for s in sessions if not s.disconnected)
 
 
 def run(streams_: list[bytes], cuts: list[int], advance: list[float], **opts: int) -> None:
     clock = ManualClock()
     e = Engine(clock, max_job_size=opts.pop("max_job_size", 30), **opts)
-    sessions = [Session(e) for _ in range(len(streams_))]
+    pending = Pending()
+    sessions = [Session(e, pending) for _ in range(len(streams_))]
     outs = [bytearray() for _ in sessions]
 
     def settle() -> None:
-        while e.resumed:
-            resumed, e.resumed = e.resumed, []
+        while pending.resumed:
+            resumed, pending.resumed = pending.resumed, []
             for s in resumed:
-                if not s.gone:
+                if not s.disconnected:
                     s.feed(b"")
-        e.dirty.clear()
+        pending.dirty.clear()
         for k, s in enumerate(sessions):
             outs[k] += s.take_output()
 
@@ -175,7 +176,7 @@ def test_limits_and_small_output_bound(data: list[bytes], cuts: list[int]) -> No
 @given(streams, st.lists(st.integers(0, 10_000), max_size=3))
 def test_tiny_output_limit_loses_nothing(data: bytes, cuts: list[int]) -> None:
     """With an output bound of 1 byte every feed stops after one reply; resuming with
-    ``feed(b"")`` until nothing is blocked must give exactly the unbounded output."""
+    ``feed(b"")`` until the output is no longer full must give exactly the unbounded output."""
     data = data.replace(b"stats\r\n", b"peek-ready\r\n")  # server stats differ per engine
 
     def replies(limit: int) -> bytes:
@@ -189,12 +190,12 @@ def test_tiny_output_limit_loses_nothing(data: bytes, cuts: list[int]) -> None:
             prev = cut
             out += s.take_output()
             for _ in range(10_000):
-                if not s.blocked:
+                if not s.output_full:
                     break
                 s.feed(b"")
                 out += s.take_output()
-            assert not s.blocked
-        e.dirty.clear()
+            assert not s.output_full
+        s.pending.dirty.clear()
         return bytes(out)
 
     assert replies(1) == replies(0)
@@ -214,7 +215,7 @@ def test_unauthenticated_sessions_never_touch_the_engine(data: bytes) -> None:
     # End a partial last line first: it may itself be `quit` or a wrong `auth`, which close.
     s.feed(b"\r\n")
     assert set(s.take_output().split(b"\r\n")) <= {b"UNAUTHORIZED", b"BAD_FORMAT", b""}
-    closed = s.closed  # a wrong `auth` (or a `quit`) in the stream closed the connection
+    closed = s.closing  # a wrong `auth` (or a `quit`) in the stream closed the connection
     s.feed(b"auth tok\r\n")
     tail = s.take_output()
     assert tail == b"" if closed else tail.endswith((b"AUTHENTICATED\r\n", b"UNAUTHORIZED\r\n"))

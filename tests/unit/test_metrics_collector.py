@@ -11,10 +11,10 @@ import math
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from beanstalk_py import stats
 from beanstalk_py.build_info import core_kind
-from beanstalk_py.clock import ManualClock
 from beanstalk_py.config import Config
+from beanstalk_py.core import stats
+from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.metrics import (
     BATCH_BUCKETS,
     FSYNC_BUCKETS,
@@ -25,8 +25,8 @@ from beanstalk_py.metrics import (
     tube_rows,
     tube_text,
 )
+from beanstalk_py.protocol.session import Session
 from beanstalk_py.server import Server
-from beanstalk_py.session import Session
 
 
 def make_server(max_tubes: int = 1000) -> Server:

@@ -157,7 +157,7 @@ def test_quit_stops_parsing() -> None:
     kit = Kit()
     s = kit.session()
     assert kit.send(s, b"use a\r\nquitxyz\r\nuse b\r\n") == b"USING a\r\n"
-    assert s.closed
+    assert s.closing
 
 
 def test_pipelined_commands_wait_behind_a_blocking_reserve() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beanstalk_py.job import DELETED, READY, Job
-from beanstalk_py.tube import Tube
+from beanstalk_py.core.job import DELETED, READY, Job
+from beanstalk_py.core.tube import Tube
 
 ops = st.lists(
     st.one_of(

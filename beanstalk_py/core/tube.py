@@ -19,62 +19,18 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import OrderedDict
-from typing import Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final
 
-from beanstalk_py.job import DELAYED, READY, Job
+from beanstalk_py.core.job import DELAYED, READY, Job
+from beanstalk_py.core.swaplist import SwapList
+
+if TYPE_CHECKING:
+    from beanstalk_py.core.client import Client
 
 # Module-level Final aliases: mypyc keeps them in C statics (no attribute lookup per call).
 _heappush: Final = heapq.heappush
 _heappop: Final = heapq.heappop
 _heapify: Final = heapq.heapify
-
-T = TypeVar("T")
-
-
-class SwapList(Generic[T]):
-    """beanstalkd's ``ms``: an array whose removal moves the last item into the hole.
-
-    Its iteration order is what ``list-tubes`` and ``list-tubes-watched`` print, and ``take``
-    reproduces the reference's "mostly FIFO" order of serving waiting clients.
-    """
-
-    __slots__ = ("items", "last")
-
-    def __init__(self) -> None:
-        self.items: list[T] = []
-        self.last = 0
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __contains__(self, item: object) -> bool:
-        return item in self.items
-
-    def append(self, item: T) -> None:
-        self.items.append(item)
-
-    def remove_at(self, i: int) -> T:
-        items = self.items
-        item = items[i]
-        tail = items.pop()
-        if i < len(items):
-            items[i] = tail
-        return item
-
-    def remove(self, item: T) -> bool:
-        try:
-            i = self.items.index(item)
-        except ValueError:
-            return False
-        self.remove_at(i)
-        return True
-
-    def take(self) -> T:
-        """Remove and return the next item in the reference's rotating order."""
-        i = self.last % len(self.items)
-        item = self.remove_at(i)
-        self.last = i + 1
-        return item
 
 
 class Level:
@@ -181,7 +137,7 @@ class Tube:
         self.pause_until = 0.0  # monotonic; 0.0 when not paused
         self.using_ct = 0
         self.watching_ct = 0
-        self.waiting: SwapList[object] = SwapList()
+        self.waiting: SwapList[Client] = SwapList()  # clients waiting in a reserve
 
     def __repr__(self) -> str:
         return f"<Tube {self.name!r}>"

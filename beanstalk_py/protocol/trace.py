@@ -18,28 +18,31 @@ from __future__ import annotations
 
 import logging
 
-from beanstalk_py.session import Session
+from beanstalk_py.core.engine import Engine
+from beanstalk_py.protocol.session import Pending, Session
 
 log = logging.getLogger("beanstalk_py.conn")
 
 
-def _peer(sess: Session) -> str:
-    return str(getattr(sess.conn, "name", "") or "?")
-
-
 class TracingSession(Session):
-    __slots__ = ()
+    __slots__ = ("peer",)
 
-    def _command(self, line: bytes) -> None:
+    def __init__(
+        self, engine: Engine, pending: Pending | None = None, auth_token: bytes | None = None
+    ) -> None:
+        super().__init__(engine, pending, auth_token)
+        self.peer = ""  # the connection's name in log lines; the shell sets it at accept
+
+    def on_line(self, line: bytes) -> None:
         text = line.decode("ascii", "backslashreplace")
         name = text.split(" ", 1)[0]
         if name == "auth":
             text = "auth <token not logged>"
-        log.debug("< %s", text, extra={"conn": _peer(self), "cmd": name})
-        super()._command(line)
+        log.debug("< %s", text, extra={"conn": self.peer or "?", "cmd": name})
+        super().on_line(line)
 
     def deliver(self, data: bytes) -> None:
         eol = data.find(b"\r\n")
         reply = (data[:eol] if eol >= 0 else data[:64]).decode("ascii", "backslashreplace")
-        log.debug("> %s", reply, extra={"conn": _peer(self), "reply": reply})
+        log.debug("> %s", reply, extra={"conn": self.peer or "?", "reply": reply})
         super().deliver(data)

@@ -3,12 +3,12 @@
 The engine never reads time itself: it asks a ``Clock``. ``now()`` is monotonic seconds and
 drives every deadline (delay, TTR, reserve timeout, pause); ``wall()`` is epoch seconds and is
 used only for values that must survive a restart (job creation time, delayed deadlines in the
-binlog). Tests use ``ManualClock`` and advance it instead of sleeping.
+binlog). The shell's ``system.SystemClock`` reads the real clocks; tests use ``ManualClock``
+and advance it instead of sleeping.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Protocol
 
 
@@ -20,18 +20,6 @@ class Clock(Protocol):
     def wall(self) -> float:
         """Seconds since the Unix epoch."""
         ...
-
-
-class SystemClock:
-    """Production clock: ``time.monotonic`` and ``time.time``."""
-
-    __slots__ = ()
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
 
 
 class ManualClock:

@@ -7,13 +7,13 @@ Every body starts with ``---\\n`` and every line ends with ``\\n``; the caller f
 
 from __future__ import annotations
 
-import os
-import resource
 from typing import TYPE_CHECKING
 
-from beanstalk_py.engine import OP_NAMES, Engine
-from beanstalk_py.job import DELAYED, RESERVED, STATE_NAMES, Job
-from beanstalk_py.tube import Tube
+from beanstalk_py.core.engine import Engine
+from beanstalk_py.core.job import DELAYED, RESERVED, STATE_NAMES, Job
+from beanstalk_py.core.journal import Journal
+from beanstalk_py.core.ops import OP_NAMES
+from beanstalk_py.core.tube import Tube
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -24,11 +24,6 @@ VERSION = "1.13"  # the protocol version clients see (beanstalk-py's own is in _
 def frame(body: str) -> bytes:
     data = body.encode("utf-8", "surrogateescape")
     return b"OK %d\r\n%s\r\n" % (len(data), data)
-
-
-def _uname() -> tuple[str, str, str]:
-    u = os.uname()
-    return u.nodename, u.version, u.machine
 
 
 def server_counts(engine: Engine) -> list[tuple[str, int]]:
@@ -58,14 +53,13 @@ def server_counts(engine: Engine) -> list[tuple[str, int]]:
     return pairs
 
 
-def binlog_counts(binlog: object, binlog_max_size: int) -> list[tuple[str, int]]:
-    """The binlog-* fields of ``stats`` in order (zeros without ``-b``)."""
-    # Without -b every binlog field is 0, as in beanstalkd (a Binlog has these attributes).
+def binlog_counts(journal: Journal, binlog_max_size: int) -> list[tuple[str, int]]:
+    """The binlog-* fields of ``stats`` in order (zeros without ``-b``, as in beanstalkd)."""
     return [
-        ("binlog-oldest-index", getattr(binlog, "oldest_index", 0)),
-        ("binlog-current-index", getattr(binlog, "current_index", 0)),
-        ("binlog-records-migrated", getattr(binlog, "records_migrated", 0)),
-        ("binlog-records-written", getattr(binlog, "records_written", 0)),
+        ("binlog-oldest-index", journal.oldest_index),
+        ("binlog-current-index", journal.current_index),
+        ("binlog-records-migrated", journal.records_migrated),
+        ("binlog-records-written", journal.records_written),
         ("binlog-max-size", binlog_max_size),
     ]
 
@@ -74,19 +68,21 @@ def uptime(engine: Engine) -> int:
     return int(engine.clock.now() - engine.started)
 
 
-def server_stats(engine: Engine, binlog: object, binlog_max_size: int) -> bytes:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    hostname, osver, machine = _uname()
+def server_stats(engine: Engine) -> bytes:
+    journal = engine.journal
+    binlog_max_size = journal.max_size or engine.binlog_max_size
+    utime, stime = engine.host.rusage()
+    hostname, osver, machine = engine.host.uname()
     lines = ["---"]
     lines += [f"{key}: {n}" for key, n in server_counts(engine)]
     lines += [
-        f"pid: {os.getpid()}",
+        f"pid: {engine.host.pid()}",
         f'version: "{VERSION}"',
-        f"rusage-utime: {_timeval(ru.ru_utime)}",
-        f"rusage-stime: {_timeval(ru.ru_stime)}",
+        f"rusage-utime: {_timeval(utime)}",
+        f"rusage-stime: {_timeval(stime)}",
         f"uptime: {uptime(engine)}",
     ]
-    lines += [f"{key}: {n}" for key, n in binlog_counts(binlog, binlog_max_size)]
+    lines += [f"{key}: {n}" for key, n in binlog_counts(journal, binlog_max_size)]
     lines += [
         f"draining: {'true' if engine.draining else 'false'}",
         f"id: {engine.instance_id}",

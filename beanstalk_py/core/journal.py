@@ -38,8 +38,11 @@ timeouts (as beanstalkd)
 =============================================  ========  ===================================
 
 Records are only buffered by these calls. The shell (``server.py``) decides *when* bytes reach
-the disk: once per event-loop iteration it calls ``commit()`` and releases the replies only after
-it, so a reply that acknowledges a change never leaves before its record was written.
+the disk: once per event-loop iteration it flushes the journal and releases the replies only
+after it, so a reply that acknowledges a change never leaves before its record was written.
+
+The read-only counters (``oldest_index`` ... ``max_size``) are the binlog-* fields of ``stats``;
+``NullJournal`` reports zeros, as beanstalkd does without ``-b``.
 """
 
 from __future__ import annotations
@@ -47,10 +50,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from beanstalk_py.job import Job
+    from beanstalk_py.core.job import Job
 
 
 class Journal(Protocol):
+    @property
+    def oldest_index(self) -> int: ...
+
+    @property
+    def current_index(self) -> int: ...
+
+    @property
+    def records_migrated(self) -> int: ...
+
+    @property
+    def records_written(self) -> int: ...
+
+    @property
+    def max_size(self) -> int:
+        """-s in bytes, or 0 when the engine's own setting applies (no binlog)."""
+        ...
+
     def put(self, job: Job) -> bool: ...
 
     def update(self, job: Job) -> bool: ...
@@ -62,6 +82,26 @@ class NullJournal:
     """No persistence (no ``-b``)."""
 
     __slots__ = ()
+
+    @property
+    def oldest_index(self) -> int:
+        return 0
+
+    @property
+    def current_index(self) -> int:
+        return 0
+
+    @property
+    def records_migrated(self) -> int:
+        return 0
+
+    @property
+    def records_written(self) -> int:
+        return 0
+
+    @property
+    def max_size(self) -> int:
+        return 0
 
     def put(self, job: Job) -> bool:
         return True

@@ -8,10 +8,11 @@ while reserved, meaningless otherwise. ``created`` is wall-clock epoch seconds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from beanstalk_py.tube import Tube
+    from beanstalk_py.core.client import Client
+    from beanstalk_py.core.tube import Tube
 
 # State codes; the names are what stats-job prints.
 READY = 1
@@ -63,7 +64,7 @@ class Job:
         self.releases = 0
         self.buries = 0
         self.kicks = 0
-        self.reserver: Any = None  # the Session holding it while reserved
+        self.reserver: Client | None = None  # the client holding it while reserved
         self.file = 0  # binlog file number holding the latest full record (stats-job "file")
         # binlog bookkeeping (binlog/writer.py): bury sequence << 33 | segment of the latest
         # UPDATE record << 1 | "older FULL copies exist"; 0 for a job never updated.

@@ -1,0 +1,53 @@
+"""Command counters: the ``cmd-*`` fields of ``stats`` (and of /metrics), in printed order."""
+
+from __future__ import annotations
+
+# Indices into Engine.ops: the cmd-* counters in the order `stats` prints them.
+OP_NAMES = (
+    "put",
+    "peek",
+    "peek-ready",
+    "peek-delayed",
+    "peek-buried",
+    "reserve",
+    "reserve-with-timeout",
+    "delete",
+    "release",
+    "use",
+    "watch",
+    "ignore",
+    "bury",
+    "kick",
+    "touch",
+    "stats",
+    "stats-job",
+    "stats-tube",
+    "list-tubes",
+    "list-tube-used",
+    "list-tubes-watched",
+    "pause-tube",
+)
+(
+    OP_PUT,
+    OP_PEEK,
+    OP_PEEK_READY,
+    OP_PEEK_DELAYED,
+    OP_PEEK_BURIED,
+    OP_RESERVE,
+    OP_RESERVE_WITH_TIMEOUT,
+    OP_DELETE,
+    OP_RELEASE,
+    OP_USE,
+    OP_WATCH,
+    OP_IGNORE,
+    OP_BURY,
+    OP_KICK,
+    OP_TOUCH,
+    OP_STATS,
+    OP_STATS_JOB,
+    OP_STATS_TUBE,
+    OP_LIST_TUBES,
+    OP_LIST_TUBE_USED,
+    OP_LIST_TUBES_WATCHED,
+    OP_PAUSE_TUBE,
+) = range(len(OP_NAMES))
