@@ -42,3 +42,4 @@ class Config:
     tls_client_ca: str | None = None
     plain_listen: str | None = None
     auth_token_file: str | None = None  # clients must send `auth <token>` first
+    admin_token_file: str | None = None  # the web console's bodies and actions (console/)

@@ -36,6 +36,8 @@ from beanstalk_py.session import Session
 from beanstalk_py.trace import TracingSession
 
 WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
+# HTTP on the beanstalk port (POST: the console's actions); no beanstalk command starts so.
+_HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ")
 
 log = logging.getLogger("beanstalk_py.server")
 conn_log = logging.getLogger("beanstalk_py.conn")
@@ -103,13 +105,13 @@ class Connection:
             self.http.feed(data)
             return
         if self._first is not None:
-            # A first line starting "GET " or "HEAD " is HTTP (no beanstalk command starts so).
+            # A first line starting "GET ", "HEAD " or "POST " is HTTP.
             data = self._first + data
-            if len(data) < 5 and (b"GET ".startswith(data) or b"HEAD ".startswith(data)):
+            if len(data) < 5 and any(m.startswith(data) for m in _HTTP_METHODS):
                 self._first = data
                 return
             self._first = None
-            if self.server.config.http and data.startswith((b"GET ", b"HEAD ")):
+            if self.server.config.http and data.startswith(_HTTP_METHODS):
                 self._become_http(data)
                 return
         if not self.server.ready:
@@ -310,6 +312,7 @@ class Server:
         self.auth_token: bytes | None = None
         if config.auth_token_file is not None:
             self.auth_token = security.load_token(config.auth_token_file)
+        self.console: Any = None  # the web console (console_engine.make_console), lazily
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -356,6 +359,10 @@ class Server:
         for srv in self.servers:
             for sock in srv.sockets:
                 log.info("listening on %s", sock.getsockname())
+        if cfg.http or cfg.metrics_addr:
+            from beanstalk_py.console_engine import make_console
+
+            self.console = make_console(self)  # starts the rate sampler
 
     def attach_binlog(self, binlog: Any) -> None:
         """Start journaling to ``binlog`` (after replay, before serving commands)."""
@@ -431,6 +438,8 @@ class Server:
             self._timer.cancel()
         if self._sync_timer is not None:
             self._sync_timer.cancel()
+        if self.console is not None:
+            self.console.rates.stop()
 
     # --- the flush after every read ---------------------------------------------------
 

@@ -1,0 +1,82 @@
+"""What the console needs from the server, as a typed interface.
+
+Invariants:
+
+* Reads (``overview``, ``tube_rows``, ``tube``, ``peek``, ``job``) change no state and count in
+  no ``cmd-*`` counter, like ``/metrics``: a console polling every two seconds must not show
+  up as a client in ``stats``.
+* Actions (``kick``, ``kick_job``, ``delete``, ``pause``) run the engine call the protocol
+  command runs, with its ``cmd-*`` counter, so they are journaled under ``-b`` and counted in
+  ``stats``; the backend flushes the binlog batch and wakes blocked reserves afterwards.
+* ``None`` / ``False`` mean what ``NOT_FOUND`` means on the protocol side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class TubeRow:
+    """One line of the tube table (the ``stats-tube`` counts the table shows)."""
+
+    name: str
+    ready: int
+    urgent: int
+    reserved: int
+    delayed: int
+    buried: int
+    waiting: int
+    watching: int
+    using: int
+    paused: int  # seconds left of a pause-tube, 0 when not paused
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """``stats-job`` of one job (keys as the protocol spells them) and its body."""
+
+    stats: dict[str, Any]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RateSample:
+    """Monotonic counters sampled once a second for the rate charts."""
+
+    put: int
+    reserve: int
+    delete: int
+    timeout: int
+
+
+class ConsoleBackend(Protocol):
+    def overview(self) -> dict[str, Any]:
+        """Server counters, jobs by state, connections, uptime, binlog and drain state."""
+        ...
+
+    def sample(self) -> RateSample: ...
+
+    def tube_rows(self) -> list[TubeRow]: ...
+
+    def tube(self, name: str) -> dict[str, Any] | None:
+        """``stats-tube`` of ``name`` (keys as the protocol spells them), None if absent."""
+        ...
+
+    def peek(self, name: str, state: str) -> JobView | None:
+        """The job ``peek-ready``/``peek-delayed``/``peek-buried`` would show in ``name``."""
+        ...
+
+    def job(self, job_id: int) -> JobView | None: ...
+
+    def kick(self, name: str, bound: int) -> int | None:
+        """``use name`` + ``kick bound``: the number kicked, None when the tube is absent."""
+        ...
+
+    def kick_job(self, job_id: int) -> bool: ...
+
+    def delete(self, job_id: int) -> bool: ...
+
+    def pause(self, name: str, delay: int) -> bool: ...
