@@ -142,7 +142,7 @@ class EngineBackend:
                 continue
             value = value.strip('"')
             fields[key] = int(value) if value.lstrip("-").isdigit() else value
-        return JobView(fields, job.body)
+        return JobView(fields, job.body[:-2])  # the engine keeps the trailing CRLF
 
     # --- actions ----------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ SECURITY_HEADERS = (
     "X-Frame-Options: DENY\r\n"
     "Referrer-Policy: no-referrer\r\n"
     "Content-Security-Policy: default-src 'self'; img-src 'self' data:; "
-    "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'\r\n"
+    "style-src 'self'; frame-ancestors 'none'; form-action 'self'\r\n"
 )
 SORT_KEYS = frozenset(TubeRow.__dataclass_fields__)
 PEEK_STATES = ("ready", "delayed", "buried")
