@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from beanstalk_py import security, stats
@@ -37,6 +38,20 @@ from beanstalk_py.engine import (
 )
 from beanstalk_py.job import Job
 from beanstalk_py.session import Session
+from beanstalk_py.tube import Tube
+
+# The TubeRow counts by attribute, for sorting every tube without building rows.
+_COLUMNS: dict[str, Callable[[Tube], int]] = {
+    "ready": lambda t: t.ready_ct,
+    "urgent": lambda t: t.urgent_ct,
+    "reserved": lambda t: t.reserved_ct,
+    "delayed": lambda t: t.delayed_ct,
+    "buried": lambda t: len(t.buried),
+    "waiting": lambda t: len(t.waiting.items),
+    "watching": lambda t: t.watching_ct,
+    "using": lambda t: t.using_ct,
+    "total": lambda t: t.total_jobs,
+}
 
 
 class EngineBackend:
@@ -90,11 +105,26 @@ class EngineBackend:
             e.job_timeouts,
         )
 
-    def tube_rows(self) -> list[TubeRow]:
+    def tube_names(self) -> list[str]:
+        return [t.name for t in self.engine.tube_list.items]
+
+    def tube_column(self, key: str) -> list[tuple[int, str]]:
+        engine = self.engine
+        tubes = engine.tube_list.items
+        if key == "paused":
+            now = engine.clock.now()
+            return [(stats.tube_counts(t, now)[12], t.name) for t in tubes]
+        get = _COLUMNS[key]
+        return [(get(t), t.name) for t in tubes]
+
+    def tube_rows(self, names: list[str]) -> list[TubeRow]:
         engine = self.engine
         now = engine.clock.now()
         rows = []
-        for t in engine.tube_list.items:
+        for name in names:
+            t = engine.tubes.get(name)
+            if t is None:
+                continue
             c = stats.tube_counts(t, now)
             # TUBE_KEYS order: urgent ready reserved delayed buried total using watching
             # waiting cmd-delete cmd-pause-tube pause pause-time-left

@@ -265,22 +265,31 @@ class Console:
             return _error(400, f"sort must be one of {sorted(SORT_KEYS)}")
         desc = q.get("order", ["asc"])[0] == "desc"
         needle = q.get("q", [""])[0].lower()
-        rows = self.backend.tube_rows()
-        total = len(rows)
-        if needle:
-            rows = [r for r in rows if needle in r.name.lower()]
+        b = self.backend
+        names: list[str]
         if sort == "name":
-            rows.sort(key=lambda r: r.name, reverse=desc)
+            names = b.tube_names()
+            total = len(names)
+            if needle:
+                names = [n for n in names if needle in n.lower()]
+            names.sort(reverse=desc)
         else:
+            col = b.tube_column(sort)
+            total = len(col)
+            if needle:
+                col = [c for c in col if needle in c[1].lower()]
             # ties in name order, whatever the direction
-            rows.sort(key=lambda r: r.name)
-            rows.sort(key=lambda r: getattr(r, sort), reverse=desc)
-        page = rows[offset : offset + limit]
+            if desc:
+                col.sort(key=lambda c: (-c[0], c[1]))
+            else:
+                col.sort()
+            names = [c[1] for c in col]
+        page = b.tube_rows(names[offset : offset + limit])
         return _json(
             200,
             {
                 "total": total,
-                "matched": len(rows),
+                "matched": len(names),
                 "offset": offset,
                 "limit": limit,
                 "sort": sort,

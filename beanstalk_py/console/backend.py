@@ -59,7 +59,18 @@ class ConsoleBackend(Protocol):
 
     def sample(self) -> RateSample: ...
 
-    def tube_rows(self) -> list[TubeRow]: ...
+    def tube_column(self, key: str) -> list[tuple[int, str]]:
+        """``(value, tube name)`` of one ``TubeRow`` count for every tube (the sort key).
+
+        The tube table sorts and filters these and builds full rows for one page only, so a
+        call with 10,000 tubes stays a few milliseconds of the server's loop."""
+        ...
+
+    def tube_names(self) -> list[str]: ...
+
+    def tube_rows(self, names: list[str]) -> list[TubeRow]:
+        """The rows of the tubes called ``names`` that still exist, in that order."""
+        ...
 
     def tube(self, name: str) -> dict[str, Any] | None:
         """``stats-tube`` of ``name`` (keys as the protocol spells them), None if absent."""
