@@ -20,6 +20,7 @@ from support.inprocess import running
 from support.servers import ours_argv
 from support.servers import running as running_process
 
+from beanstalk_py.cli import EXIT_USAGE
 from beanstalk_py.console.api import PREVIEW_BYTES
 
 TIMEOUT = 5.0
@@ -480,3 +481,43 @@ def test_actions_are_journaled_in_the_binlog(tmp_path: Path) -> None:
 
         assert asyncio.run(check()) == ["ready", None]
     assert os.listdir(binlog)
+
+
+# --- rates and the flag ------------------------------------------------------------------------
+
+
+async def test_rates_come_from_the_counters_sampled_each_second() -> None:
+    async with running() as srv:
+        rates = srv.console.rates
+        rates.stop()  # sample by hand from here on: one tick per "second"
+        await beanstalk(srv.port, *[b"put 0 0 60 1\r\nx\r\n"] * 6)
+        rates.tick()
+        await beanstalk(srv.port, b"reserve\r\n", b"delete 1\r\n")
+        rates.tick()
+        got = (await http(srv.port, "GET", "/api/rates")).json()
+        assert set(got) == {"t", "put", "reserve", "delete", "timeout"}
+        assert len(got["t"]) >= 2 and got["t"] == sorted(got["t"])
+        # six puts fell into one interval, the reserve and the delete into the next
+        put, reserve, delete = got["put"][-2:], got["reserve"][-2:], got["delete"][-2:]
+        assert put[0] > 0 and put[1] == 0
+        assert reserve[0] == 0 and reserve[1] > 0 and delete[1] > 0
+
+
+def test_admin_token_file_follows_the_token_file_rules(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from support.servers import ours_env
+
+    loose = tmp_path / "loose"
+    loose.write_text("tok\n")
+    loose.chmod(0o644)
+    for path, why in ((loose, "readable or writable by group or others"),
+                      (tmp_path / "absent", "No such file")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "beanstalk_py", "-p", "0", "--admin-token-file", str(path)],
+            capture_output=True, text=True, timeout=20, env=ours_env(),
+        )
+        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert f"--admin-token-file {path}: " in proc.stderr and why in proc.stderr
+        assert "Traceback" not in proc.stderr
