@@ -163,9 +163,10 @@ async def test_default_console_is_read_only_without_bodies() -> None:
 
 async def test_reads_are_not_counted_as_commands() -> None:
     async with running() as srv:
+        await bury_in(srv.port, b"t", b"x")
         before = await stats(srv.port)
-        for path in ("/api/overview", "/api/tubes", "/api/tubes/default", "/api/jobs/1"):
-            await http(srv.port, "GET", path)
+        for path in ("/api/overview", "/api/tubes", "/api/tubes/t", "/api/jobs/1", "/"):
+            assert (await http(srv.port, "GET", path)).status == 200, path
         after = await stats(srv.port)
         assert {k: v for k, v in after.items() if k.startswith("cmd-") and k != "cmd-stats"} == {
             k: v for k, v in before.items() if k.startswith("cmd-") and k != "cmd-stats"
