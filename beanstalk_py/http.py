@@ -150,7 +150,10 @@ class HttpHandler:
 
             self.server.console = make_console(self.server)
         console = self.server.console
-        req = Request(method.decode(), path.decode("ascii"), query.decode("ascii"), headers, body)
+        tls = self.transport.get_extra_info("sslcontext") is not None
+        req = Request(
+            method.decode(), path.decode("ascii"), query.decode("ascii"), headers, body, tls
+        )
         if path == b"/metrics":
             ident = console.identify(req)
             if ident is None or ident.level == 0:

@@ -60,6 +60,7 @@ class Request:
     query: str = ""
     headers: dict[str, str] = field(default_factory=dict)  # names in lower case
     body: bytes = b""
+    tls: bool = False  # the connection is TLS: the session cookie gets ``Secure``
 
 
 @dataclass(slots=True)
@@ -217,7 +218,7 @@ class Console:
         level, sid = got
         cookie = (
             f"Set-Cookie: {auth.COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; "
-            f"Max-Age={int(auth.SESSION_TTL)}\r\n"
+            f"Max-Age={int(auth.SESSION_TTL)}{'; Secure' if req.tls else ''}\r\n"
         )
         return _json(200, {"level": auth.LEVEL_NAMES[level]}, cookie)
 

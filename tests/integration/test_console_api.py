@@ -288,6 +288,7 @@ async def test_login_cookie_and_cross_site_posts(tmp_path: Path) -> None:
         assert login.status == 200 and login.json() == {"level": "admin"}
         cookie = login.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and ADMIN not in cookie
+        assert "Secure" not in cookie  # plain HTTP: a Secure cookie would never come back
         jar = {"Cookie": cookie.split(";", 1)[0]}
         got = (await http(port, "GET", f"/api/jobs/{job_id}", headers=jar)).json()
         assert got["job"]["body"]["text"] == "b"
@@ -522,3 +523,35 @@ def test_admin_token_file_follows_the_token_file_rules(tmp_path: Path) -> None:
         assert proc.returncode == EXIT_USAGE, proc.stderr
         assert f"--admin-token-file {path}: " in proc.stderr and why in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+async def test_login_over_tls_sets_a_secure_cookie(tmp_path: Path) -> None:
+    from support.pki import client_ctx, make_pki
+
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    if pki is None:
+        pytest.skip("neither the cryptography package nor the openssl CLI is available")
+    g = pki["good"]
+    opts = {
+        "tls_cert": str(g["server_cert"]),
+        "tls_key": str(g["server_key"]),
+        "admin_token_file": token_file(tmp_path, "admin", ADMIN),
+    }
+    async with running(**opts) as srv:
+        body = json.dumps({"token": ADMIN}).encode()
+        r, w = await asyncio.wait_for(
+            asyncio.open_connection(
+                "127.0.0.1", srv.port, ssl=client_ctx(g["ca"]), server_hostname="localhost"
+            ),
+            TIMEOUT,
+        )
+        w.write(
+            b"POST /api/login HTTP/1.1\r\nHost: localhost\r\nX-Beanstalk-Console: 1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        reply = Reply(await asyncio.wait_for(r.read(), TIMEOUT))
+        w.close()
+        assert reply.status == 200
+        assert "; Secure" in reply.headers["set-cookie"]
+        # the plaintext cookie of the other tests has no Secure flag (see the cookie test)
