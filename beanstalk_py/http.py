@@ -145,11 +145,7 @@ class HttpHandler:
         # Everything else is behind the console's access rules (beanstalk_py.console.auth).
         from beanstalk_py.console.api import Request
 
-        if self.server.console is None:
-            from beanstalk_py.console_engine import make_console
-
-            self.server.console = make_console(self.server)
-        console = self.server.console
+        console = self.server.console_ready()
         tls = self.transport.get_extra_info("sslcontext") is not None
         req = Request(
             method.decode(), path.decode("ascii"), query.decode("ascii"), headers, body, tls

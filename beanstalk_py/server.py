@@ -312,7 +312,8 @@ class Server:
         self.auth_token: bytes | None = None
         if config.auth_token_file is not None:
             self.auth_token = security.load_token(config.auth_token_file)
-        self.console: Any = None  # the web console (console_engine.make_console), lazily
+        self.console: Any = None  # the web console: see console_ready()
+        self._console_timer: Any = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -360,9 +361,18 @@ class Server:
             for sock in srv.sockets:
                 log.info("listening on %s", sock.getsockname())
         if cfg.http or cfg.metrics_addr:
+            # Set up off the start-up path (the console's imports cost milliseconds); an
+            # HTTP request before then sets it up itself.
+            self._console_timer = self.loop.call_later(1.0, self.console_ready)
+
+    def console_ready(self) -> Any:
+        """The web console (``console_engine.make_console``; starts its rate sampler)."""
+        self._console_timer = None
+        if self.console is None:
             from beanstalk_py.console_engine import make_console
 
-            self.console = make_console(self)  # starts the rate sampler
+            self.console = make_console(self)
+        return self.console
 
     def attach_binlog(self, binlog: Any) -> None:
         """Start journaling to ``binlog`` (after replay, before serving commands)."""
@@ -438,6 +448,8 @@ class Server:
             self._timer.cancel()
         if self._sync_timer is not None:
             self._sync_timer.cancel()
+        if self._console_timer is not None:
+            self._console_timer.cancel()
         if self.console is not None:
             self.console.rates.stop()
 

@@ -55,7 +55,7 @@ async def loop_cost(tubes: int) -> None:
     await srv.start()
     try:
         await fill(srv.port, tubes)
-        console = srv.console
+        console = srv.console_ready()
         print(f"tubes: {len(srv.engine.tubes)}")
         for path, query in [("/api/tubes", q) for q in QUERIES] + [("/api/overview", "")]:
             times = []

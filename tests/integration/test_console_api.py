@@ -490,7 +490,7 @@ def test_actions_are_journaled_in_the_binlog(tmp_path: Path) -> None:
 
 async def test_rates_come_from_the_counters_sampled_each_second() -> None:
     async with running() as srv:
-        rates = srv.console.rates
+        rates = srv.console_ready().rates
         rates.stop()  # sample by hand from here on: one tick per "second"
         await beanstalk(srv.port, *[b"put 0 0 60 1\r\nx\r\n"] * 6)
         rates.tick()
