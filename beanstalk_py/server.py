@@ -363,7 +363,7 @@ class Server:
         if cfg.http or cfg.metrics_addr:
             # Set up off the start-up path (the console's imports cost milliseconds); an
             # HTTP request before then sets it up itself.
-            self._console_timer = self.loop.call_later(1.0, self.console_ready)
+            self._console_timer = self.loop.call_later(0.5, self.console_ready)
 
     def console_ready(self) -> Any:
         """The web console (``console_engine.make_console``; starts its rate sampler)."""

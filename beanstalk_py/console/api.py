@@ -18,8 +18,8 @@ Invariants:
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -117,11 +117,14 @@ def preview(body: bytes) -> dict[str, Any]:
 
 
 def _static_files() -> dict[str, bytes]:
-    root = resources.files("beanstalk_py.console") / "static"
+    """Every file of ``static/`` (they ship inside the package; read once, on first use)."""
+    root = os.path.join(os.path.dirname(__file__), "static")
     files: dict[str, bytes] = {}
-    for entry in root.iterdir():
-        if entry.is_file() and not entry.name.startswith("."):
-            files[entry.name] = entry.read_bytes()
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if os.path.isfile(path) and not name.startswith("."):
+            with open(path, "rb") as f:
+                files[name] = f.read()
     return files
 
 
