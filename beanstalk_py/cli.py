@@ -141,6 +141,11 @@ def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="FILE",
     help="clients must send 'auth <token>' first; FILE holds the token (mode 600)",
 )
+@click.option(
+    "--admin-token-file",
+    metavar="FILE",
+    help="web console: show job bodies and allow actions to holders of this token (mode 600)",
+)
 def command(**opts: Any) -> None:
     if opts["show_version"]:
         from beanstalk_py.build_info import core_kind
@@ -221,6 +226,7 @@ def _hardening(cfg: Config, opts: dict[str, Any]) -> None:
     cfg.tls_client_ca = opts.get("tls_client_ca")
     cfg.plain_listen = opts.get("plain_listen")
     cfg.auth_token_file = opts.get("auth_token_file")
+    cfg.admin_token_file = opts.get("admin_token_file")
     try:
         security.parse_networks(cfg.allow)
         security.tls_from_config(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
@@ -228,6 +234,8 @@ def _hardening(cfg: Config, opts: dict[str, Any]) -> None:
             security.split_host_port(cfg.plain_listen)
         if cfg.auth_token_file is not None:
             security.load_token(cfg.auth_token_file)
+        if cfg.admin_token_file is not None:
+            security.load_token(cfg.admin_token_file, "--admin-token-file")
     except security.SecurityConfigError as exc:
         raise click.UsageError(str(exc), None) from None
 

@@ -53,6 +53,7 @@ class Config:
         tls_client_ca: str | None = None,
         plain_listen: str | None = None,
         auth_token_file: str | None = None,  # clients must send `auth <token>` first
+        admin_token_file: str | None = None,  # the web console's bodies and actions
     ) -> None:
         self.host = host
         self.port = port
@@ -78,6 +79,7 @@ class Config:
         self.tls_client_ca = tls_client_ca
         self.plain_listen = plain_listen
         self.auth_token_file = auth_token_file
+        self.admin_token_file = admin_token_file
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(self) == vars(other)

@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 responder for ``/metrics``, ``/healthz`` and ``/readyz``.
+"""A minimal HTTP/1.1 responder for ``/metrics``, ``/healthz``, ``/readyz`` and the console.
 
 It serves two kinds of sockets: beanstalk connections whose first bytes were ``GET `` or
 ``HEAD `` (``Connection._become_http`` hands them over) and the optional ``--metrics-addr``
@@ -14,6 +14,11 @@ Invariants:
   within ``HEAD_TIMEOUT`` seconds; otherwise 431 (too big) or a silent close (too slow).
 * Client input never raises out of ``feed``: malformed heads get 400, a wrong HTTP version
   505, other methods 405, unknown paths 404. ``HEAD`` gets the GET headers without a body.
+* Only POST (the console's actions) has a body: ``Content-Length`` of at most ``MAX_BODY``
+  bytes (413 beyond, 411 for a chunked one), read before the request is answered.
+* With ``--auth-token-file`` every path but ``/healthz`` and ``/readyz`` needs a token
+  (``Authorization: Bearer``, or the console's login cookie); the console
+  (``beanstalk_py.console``) decides, the page shell excepted so that it can show its login.
 * ``/readyz`` is 503 while the binlog replays (``server.ready`` False), while draining and
   after a binlog failure; ``/healthz`` is 200 while the process serves (503 after a binlog
   failure, when it is about to exit).
@@ -29,13 +34,19 @@ from typing import Any, cast
 log = logging.getLogger("beanstalk_py.metrics")
 
 MAX_HEAD = 8192
+MAX_BODY = 8192
 HEAD_TIMEOUT = 10.0
 
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -73,8 +84,19 @@ class HttpHandler:
             if len(buf) > MAX_HEAD:
                 self._respond(431, b"request head too large\n")
             return
+        need = _body_length(buf, m.start())
+        if need is None:
+            self._respond(411, b"send a Content-Length\n")
+            return
+        if need > MAX_BODY:
+            self._respond(413, b"request body too large\n")
+            return
+        if len(buf) < m.end() + need:
+            return  # the rest of the body is on its way
         try:
-            status, ctype, body, extra = self._handle(bytes(buf[: m.start()]))
+            status, ctype, body, extra = self._handle(
+                bytes(buf[: m.start()]), bytes(buf[m.end() : m.end() + need])
+            )
         except Exception:
             # A bug here must not kill the connection silently or spam a traceback per scrape.
             log.exception("http request failed")
@@ -95,26 +117,48 @@ class HttpHandler:
             self._done = True
             self.transport.close()
 
-    def _handle(self, head: bytes) -> tuple[int, str, bytes, str]:
+    def _handle(self, head: bytes, body: bytes = b"") -> tuple[int, str, bytes, str]:
         lines = head.replace(b"\r\n", b"\n").split(b"\n")
         m = _REQUEST_LINE.fullmatch(lines[0])
         if m is None:
             return 400, _TEXT, b"bad request line\n", ""
         if m[3] != b"1":
             return 505, _TEXT, b"HTTP/1.x only\n", ""
+        headers: dict[str, str] = {}
         for line in lines[1:]:
-            name, colon, _ = line.partition(b":")
+            name, colon, value = line.partition(b":")
             if not colon or _TOKEN.fullmatch(name) is None:
                 return 400, _TEXT, b"bad header line\n", ""
+            headers[name.decode("ascii").lower()] = value.strip().decode("latin-1")
         method = m[1]
         path = m[2]
         if path.startswith((b"http://", b"https://")):  # absolute-form: keep only the path
             slash = path.find(b"/", path.index(b"//") + 2)
             path = path[slash:] if slash >= 0 else b"/"
-        path = path.split(b"?", 1)[0]
-        if method not in (b"GET", b"HEAD"):
-            return 405, _TEXT, b"method not allowed\n", "Allow: GET, HEAD\r\n"
-        return self._route(path)
+        path, _, query = path.partition(b"?")
+        if method not in (b"GET", b"HEAD", b"POST"):
+            return 405, _TEXT, b"method not allowed\n", "Allow: GET, HEAD, POST\r\n"
+        if path in (b"/healthz", b"/readyz"):
+            if method == b"POST":
+                return 405, _TEXT, b"method not allowed\n", "Allow: GET, HEAD\r\n"
+            return self._route(path)
+        # Everything else is behind the console's access rules (beanstalk_py.console.auth).
+        from beanstalk_py.console.api import Request
+
+        console = self.server.console_ready()
+        tls = self.transport.get_extra_info("sslcontext") is not None
+        req = Request(
+            method.decode(), path.decode("ascii"), query.decode("ascii"), headers, body, tls
+        )
+        if path == b"/metrics":
+            ident = console.identify(req)
+            if ident is None or ident.level == 0:
+                return 401, _TEXT, b"token required\n", _WWW_AUTH
+            if method == b"POST":
+                return 405, _TEXT, b"method not allowed\n", "Allow: GET, HEAD\r\n"
+            return self._route(path)
+        resp = console.handle(req)
+        return resp.status, resp.ctype, resp.body, resp.headers
 
     def _route(self, path: bytes) -> tuple[int, str, bytes, str]:
         server = self.server
@@ -162,6 +206,23 @@ class HttpHandler:
             return
         tr.write(head if head_only else head + body)
         tr.close()
+
+
+_WWW_AUTH = 'WWW-Authenticate: Bearer realm="beanstalk-py"\r\n'
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length:[ \t]*(\d{1,12})[ \t]*\r?(?:\n|$)", re.I)
+
+
+_CHUNKED = re.compile(rb"\ntransfer-encoding:", re.I)
+
+
+def _body_length(buf: bytearray, end: int) -> int | None:
+    """Body bytes after the head (0 unless POST); None: a chunked body (not supported)."""
+    if not buf.startswith(b"POST "):
+        return 0
+    m = _CONTENT_LENGTH.search(buf, 0, end)
+    if m is not None:
+        return int(m[1])
+    return None if _CHUNKED.search(buf, 0, end) else 0
 
 
 class _MetricsProtocol(asyncio.Protocol):

@@ -85,7 +85,7 @@ def _why(exc: BaseException) -> str:
 # --- token auth ------------------------------------------------------------------------------
 
 
-def load_token(path: str) -> bytes:
+def load_token(path: str, flag: str = "--auth-token-file") -> bytes:
     """The token in ``path`` (surrounding whitespace stripped).
 
     The file must be a regular file that neither group nor others can read or write.
@@ -93,14 +93,14 @@ def load_token(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
-        raise SecurityConfigError(f"--auth-token-file {path}: {exc.strerror}") from None
+        raise SecurityConfigError(f"{flag} {path}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise SecurityConfigError(f"--auth-token-file {path}: not a regular file")
+            raise SecurityConfigError(f"{flag} {path}: not a regular file")
         if st.st_mode & 0o077:
             raise SecurityConfigError(
-                f"--auth-token-file {path}: readable or writable by group or others "
+                f"{flag} {path}: readable or writable by group or others "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
             )
         raw = os.read(fd, TOKEN_MAX + 64)
@@ -108,14 +108,12 @@ def load_token(path: str) -> bytes:
         os.close(fd)
     token = raw.strip()
     if not token:
-        raise SecurityConfigError(f"--auth-token-file {path}: the file is empty")
+        raise SecurityConfigError(f"{flag} {path}: the file is empty")
     if len(token) > TOKEN_MAX:
-        raise SecurityConfigError(
-            f"--auth-token-file {path}: the token is longer than {TOKEN_MAX} bytes"
-        )
+        raise SecurityConfigError(f"{flag} {path}: the token is longer than {TOKEN_MAX} bytes")
     if any(b <= 0x20 or b == 0x7F for b in token):
         raise SecurityConfigError(
-            f"--auth-token-file {path}: the token must not contain spaces or control characters"
+            f"{flag} {path}: the token must not contain spaces or control characters"
         )
     return token
 

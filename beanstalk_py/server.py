@@ -40,6 +40,8 @@ from beanstalk_py.protocol.trace import TracingSession
 from beanstalk_py.system import SystemClock, SystemHost
 
 WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
+# HTTP on the beanstalk port (POST: the console's actions); no beanstalk command starts so.
+_HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ")
 
 log = logging.getLogger("beanstalk_py.server")
 conn_log = logging.getLogger("beanstalk_py.conn")
@@ -116,13 +118,13 @@ class Connection:
             self.http.feed(data)
             return
         if self._first is not None:
-            # A first line starting "GET " or "HEAD " is HTTP (no beanstalk command starts so).
+            # A first line starting "GET ", "HEAD " or "POST " is HTTP.
             data = self._first + data
-            if len(data) < 5 and (b"GET ".startswith(data) or b"HEAD ".startswith(data)):
+            if len(data) < 5 and any(m.startswith(data) for m in _HTTP_METHODS):
                 self._first = data
                 return
             self._first = None
-            if self.server.config.http and data.startswith((b"GET ", b"HEAD ")):
+            if self.server.config.http and data.startswith(_HTTP_METHODS):
                 if self.server.early:
                     # The HTTP handler needs the event loop: wait for it (set_ready).
                     self._first = b""
@@ -340,6 +342,8 @@ class Server:
         self.auth_token: bytes | None = None
         if config.auth_token_file is not None:
             self.auth_token = security.load_token(config.auth_token_file)
+        self.console: Any = None  # the web console: see console_ready()
+        self._console_timer: Any = None
 
     @property
     def loop(self) -> Any:  # asyncio.AbstractEventLoop, or startup.EarlyLoop
@@ -392,6 +396,19 @@ class Server:
         for srv in self.servers:
             for sock in srv.sockets:
                 log.info("listening on %s", sock.getsockname())
+        if cfg.http or cfg.metrics_addr:
+            # Set up off the start-up path (the console's imports cost milliseconds); an
+            # HTTP request before then sets it up itself.
+            self._console_timer = self.loop.call_later(0.5, self.console_ready)
+
+    def console_ready(self) -> Any:
+        """The web console (``console_engine.make_console``; starts its rate sampler)."""
+        self._console_timer = None
+        if self.console is None:
+            from beanstalk_py.console_engine import make_console
+
+            self.console = make_console(self)
+        return self.console
 
     def move_to_loop(self, loop: Any) -> None:
         """Continue on ``loop`` what startup.EarlyLoop began: re-arm the timers there."""
@@ -479,6 +496,10 @@ class Server:
             self._timer.cancel()
         if self._sync_timer is not None:
             self._sync_timer.cancel()
+        if self._console_timer is not None:
+            self._console_timer.cancel()
+        if self.console is not None:
+            self.console.rates.stop()
 
     # --- the flush after every read ---------------------------------------------------
 
