@@ -40,14 +40,38 @@ timeouts (as beanstalkd)
 Records are only buffered by these calls. The shell (``server.py``) decides *when* bytes reach
 the disk: once per event-loop iteration it calls ``commit()`` and releases the replies only after
 it, so a reply that acknowledges a change never leaves before its record was written.
+
+``stats()`` returns a ``JournalStats`` snapshot: the binlog-* fields of ``stats`` and the
+journal's /metrics (all zero for ``NullJournal``, as beanstalkd reports without ``-b``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from beanstalk_py.job import Job
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    """What a journal reports; every field is 0 (or empty) without persistence."""
+
+    oldest_index: int = 0  # stats binlog-oldest-index
+    current_index: int = 0  # stats binlog-current-index
+    records_written: int = 0  # stats binlog-records-written
+    records_migrated: int = 0  # stats binlog-records-migrated (compaction)
+    max_size: int = 0  # segment size (-s); 0: the server reports its configured -s
+    bytes_written: int = 0  # bytes written by this process
+    disk_bytes: int = 0  # bytes the segments occupy now
+    fsync_count: int = 0  # successful fsync rounds (latency: the server's histogram)
+    replay_duration: float = 0.0  # seconds the start-up replay took
+    space_short: bool = False  # a segment could not be created: puts answer OUT_OF_MEMORY
+    last_error: str = ""  # the I/O error that disabled the journal ("" while healthy)
+
+
+NULL_STATS = JournalStats()
 
 
 class Journal(Protocol):
@@ -56,6 +80,8 @@ class Journal(Protocol):
     def update(self, job: Job) -> bool: ...
 
     def delete(self, job: Job) -> None: ...
+
+    def stats(self) -> JournalStats: ...
 
 
 class NullJournal:
@@ -71,3 +97,6 @@ class NullJournal:
 
     def delete(self, job: Job) -> None:
         return None
+
+    def stats(self) -> JournalStats:
+        return NULL_STATS

@@ -183,7 +183,7 @@ class EngineCollector:
 
         server = self.server
         engine = server.engine
-        binlog = server.binlog
+        journal = engine.journal.stats()
 
         def gauge(name: str, doc: str, value: float) -> Metric:
             return GaugeMetricFamily(PREFIX + name, doc, value=value)
@@ -208,8 +208,7 @@ class EngineCollector:
         inst.add_metric([engine.instance_id, os.uname().nodename], 1)
         yield inst
 
-        size = getattr(binlog, "max_size", None) or engine.binlog_max_size
-        pairs = stats.server_counts(engine) + stats.binlog_counts(binlog, size)
+        pairs = stats.server_counts(engine) + stats.binlog_counts(journal, engine.binlog_max_size)
         for key, value in pairs:
             name, is_counter = _metric_name(key)
             doc = f"stats {key}"
@@ -227,12 +226,12 @@ class EngineCollector:
         yield counter(
             "binlog_write_bytes",
             "bytes written to the binlog by this process",
-            getattr(binlog, "bytes_written", 0),
+            journal.bytes_written,
         )
         yield gauge(
             "binlog_replay_duration_seconds",
             "time the start-up binlog replay took (0 without -b)",
-            getattr(binlog, "replay_duration", 0.0),
+            journal.replay_duration,
         )
         yield _histogram(
             HistogramMetricFamily,

@@ -605,8 +605,8 @@ class Session:
             return
         engine = self.engine
         engine.ops[OP_STATS] += 1
-        size = getattr(self.binlog, "max_size", None)
-        self.deliver(stats.server_stats(engine, self.binlog, size or engine.binlog_max_size))
+        journal = engine.journal.stats()
+        self.deliver(stats.server_stats(engine, journal, engine.binlog_max_size))
 
     def cmd_stats_job(self, rest: bytes) -> None:
         job_id = self._id(rest)

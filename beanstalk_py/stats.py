@@ -18,6 +18,8 @@ from beanstalk_py.tube import Tube
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from beanstalk_py.journal import JournalStats
+
 VERSION = "1.13"  # the protocol version clients see (beanstalk-py's own is in __version__)
 
 
@@ -58,15 +60,15 @@ def server_counts(engine: Engine) -> list[tuple[str, int]]:
     return pairs
 
 
-def binlog_counts(binlog: object, binlog_max_size: int) -> list[tuple[str, int]]:
-    """The binlog-* fields of ``stats`` in order (zeros without ``-b``)."""
-    # Without -b every binlog field is 0, as in beanstalkd (a Binlog has these attributes).
+def binlog_counts(journal: JournalStats, binlog_max_size: int) -> list[tuple[str, int]]:
+    """The binlog-* fields of ``stats`` in order (zeros without ``-b``, as in beanstalkd);
+    ``binlog_max_size`` is the configured ``-s``, reported when the journal has none."""
     return [
-        ("binlog-oldest-index", getattr(binlog, "oldest_index", 0)),
-        ("binlog-current-index", getattr(binlog, "current_index", 0)),
-        ("binlog-records-migrated", getattr(binlog, "records_migrated", 0)),
-        ("binlog-records-written", getattr(binlog, "records_written", 0)),
-        ("binlog-max-size", binlog_max_size),
+        ("binlog-oldest-index", journal.oldest_index),
+        ("binlog-current-index", journal.current_index),
+        ("binlog-records-migrated", journal.records_migrated),
+        ("binlog-records-written", journal.records_written),
+        ("binlog-max-size", journal.max_size or binlog_max_size),
     ]
 
 
@@ -74,7 +76,7 @@ def uptime(engine: Engine) -> int:
     return int(engine.clock.now() - engine.started)
 
 
-def server_stats(engine: Engine, binlog: object, binlog_max_size: int) -> bytes:
+def server_stats(engine: Engine, journal: JournalStats, binlog_max_size: int) -> bytes:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     hostname, osver, machine = _uname()
     lines = ["---"]
@@ -86,7 +88,7 @@ def server_stats(engine: Engine, binlog: object, binlog_max_size: int) -> bytes:
         f"rusage-stime: {_timeval(ru.ru_stime)}",
         f"uptime: {uptime(engine)}",
     ]
-    lines += [f"{key}: {n}" for key, n in binlog_counts(binlog, binlog_max_size)]
+    lines += [f"{key}: {n}" for key, n in binlog_counts(journal, binlog_max_size)]
     lines += [
         f"draining: {'true' if engine.draining else 'false'}",
         f"id: {engine.instance_id}",

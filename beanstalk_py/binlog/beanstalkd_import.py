@@ -171,11 +171,12 @@ def import_beanstalkd(
         raise BinlogError(f"{src} is locked: is beanstalkd still running on it? ({e})") from e
     try:
         jobs, next_id, report = read_beanstalkd(src, max_job_size=max_job_size, files=ops)
+        clock = SystemClock()
         bl = Binlog.open(
             dst,
             file_size=file_size,
             fsync_ms=None,
-            clock=SystemClock(),
+            clock=clock,
             max_job_size=max_job_size,
             files=ops,
         )
@@ -183,7 +184,6 @@ def import_beanstalkd(
             restored = bl.replay()
             if restored.count or restored.next_id > 1:
                 raise BinlogError(f"{dst} already holds a binlog; import into an empty directory")
-            clock = bl._clock
             offset = clock.now() - clock.wall()  # wall -> monotonic, as Job.deadline wants
             tubes: dict[bytes, Tube] = {}
             for job_id, raw in jobs.items():
@@ -213,7 +213,7 @@ def import_beanstalkd(
                     report.delayed += 1
                 else:
                     report.ready += 1
-            bl._set_next_id(next_id)
+            bl.set_next_id(next_id)
             report.next_id = next_id
         finally:
             bl.close()

@@ -9,7 +9,7 @@ import pytest
 from support.binlog_helpers import make_job, open_binlog
 
 from beanstalk_py.binlog import Binlog
-from beanstalk_py.binlog.writer import SEG_MASK, SEQ_SHIFT, live_size
+from beanstalk_py.binlog.segments import SEG_MASK, SEQ_SHIFT, live_size
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.engine import Engine
 from beanstalk_py.job import BURIED, DELAYED, READY, RESERVED, Job
