@@ -13,6 +13,7 @@ from beanstalk_py.binlog import BinlogWriteError
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.clock import ManualClock
 from beanstalk_py.job import BURIED, DELAYED, READY
+from beanstalk_py.journal import JournalStats, NullJournal
 
 
 def test_group_commit_one_write_per_batch(tmp_path: Path) -> None:
@@ -299,3 +300,33 @@ def test_bounded_disk_under_churn(tmp_path: Path) -> None:
         assert got[j.id].releases == j.releases  # type: ignore[attr-defined]
         assert got[j.id].state == DELAYED
     bl.close()
+
+
+def test_journal_stats_snapshot(tmp_path: Path) -> None:
+    """``stats()`` is what `stats` and /metrics show: counters move with the writes and
+    fsyncs, a failure is reported with its error, and without -b everything is zero."""
+    ops = FaultyOps()
+    bl, _ = open_binlog(tmp_path, files=ops, file_size=1 << 16, fsync_ms=50)
+    before = bl.stats()
+    assert before.current_index >= before.oldest_index >= 1
+    assert before.max_size == 1 << 16 and before.last_error == ""
+    assert before.disk_bytes >= 1 << 16  # the current segment is preallocated
+    for i in range(1, 11):
+        assert bl.put(make_job(i))
+    bl.write_pending()
+    bl.fsync()
+    after = bl.stats()
+    assert after.records_written == before.records_written + 10
+    assert after.bytes_written >= before.bytes_written + 10 * fmt.FULL_BASE
+    assert after.fsync_count == before.fsync_count + 1
+    assert after.replay_duration >= 0.0 and not after.space_short
+    ops.fail_fsync = EIO
+    bl.put(make_job(11))
+    bl.write_pending()
+    with pytest.raises(BinlogWriteError):
+        bl.fsync()
+    failed = bl.stats()
+    assert "Input/output error" in failed.last_error
+    assert failed.fsync_count == after.fsync_count
+    bl.close()  # a failed binlog closes without writing
+    assert NullJournal().stats() == JournalStats()
