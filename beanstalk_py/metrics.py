@@ -1,6 +1,6 @@
 """Prometheus metrics read from the engine at scrape time.
 
-Names follow house-style B1: the ``stats`` key with ``-`` -> ``_`` under the prefix
+Names follow Prometheus conventions: the ``stats`` key with ``-`` -> ``_`` under the prefix
 ``beanstalkd_``, base units in the name (``_seconds``, ``_bytes``) and ``_total`` on counters;
 ``stats-tube`` fields become ``beanstalkd_tube_*{tube="..."}``. The values come from the same
 functions that build ``stats`` and ``stats-tube`` (``stats.server_counts``, ``binlog_counts``,

@@ -32,7 +32,7 @@ from beanstalk_py.tube import Tube
 
 log = logging.getLogger("beanstalk_py.binlog")
 
-_V7 = struct.Struct("<QI4xqqi4xqqIIIIIB3x")  # 80 bytes, offsets as in spec 3.2
+_V7 = struct.Struct("<QI4xqqi4xqqIIIIIB3x")  # 80 bytes, offsets in docs/BINLOG.md
 _V5 = struct.Struct("<QI4xQQi4xQQIIIIIB")  # 77 bytes
 _NAMELEN = {7: struct.Struct("<i"), 5: struct.Struct("<q")}
 _NAME = re.compile(r"binlog\.([0-9]+)\Z")

@@ -4,7 +4,7 @@ Each transcript runs against a fresh reference subprocess and a fresh ``python -
 subprocess (concurrently); the normalised reply streams must be identical. Set
 ``BEANSTALK_COMPAT_OURS=reference`` to compare the reference with itself (harness check).
 
-Deliberately absent: the 225 + 224k byte line (reference bug fixed by beanstalk-py, spec §1.1)
+Deliberately absent: the 225 + 224k byte line (reference bug fixed by beanstalk-py, docs/COMPATIBILITY.md)
 and all time-based behaviour (covered by the transcript tests with a manual clock).
 """
 
