@@ -4,7 +4,7 @@
 socket. Replies accumulate in ``out`` (the shell writes them with one ``transport.write`` per
 read) and the session puts itself on ``engine.dirty`` the first time it has something to say.
 
-Framing (beanstalkd prot.c, with two fixes listed in the README's compatibility notes):
+Framing (beanstalkd prot.c, with two fixes listed in docs/COMPATIBILITY.md):
 * A command line ends at the first ``\\r\\n`` and may be at most 224 bytes including it. A
   longer line is discarded up to its ``\\r\\n`` and answered ``BAD_FORMAT`` once.
 * After ``put`` the next ``bytes + 2`` bytes are the body, whatever they contain; when the

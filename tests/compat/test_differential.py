@@ -220,7 +220,7 @@ TRANSCRIPTS: list[Transcript] = [
             Send(0, b"list-tube-used\r\n"),
         ],
     ),
-    # A stray \r inside a line is a deliberate difference (README, compatibility notes): the
+    # A stray \r inside a line is a deliberate difference (docs/COMPATIBILITY.md): the
     # reference stalls the connection, beanstalk-py answers BAD_FORMAT. Only the LF-only part of
     # that quirk is shared.
     Transcript(

@@ -76,7 +76,7 @@ async def test_nul_byte_is_bad_format(server: ServerHandle, line: bytes) -> None
     await c.expect(b"USING default\r\n")
 
 
-@pytest.mark.reference_only("beanstalk-py answers BAD_FORMAT instead (README compatibility notes)")
+@pytest.mark.reference_only("beanstalk-py answers BAD_FORMAT instead (docs/COMPATIBILITY.md)")
 async def test_first_cr_not_followed_by_lf_stalls_the_line(server: ServerHandle) -> None:
     """COMPATIBILITY.md "Framing": only the first \\r counts; `use a\\rb\\r\\n` gets no reply and blocks later lines."""
     c = await server.connect()
