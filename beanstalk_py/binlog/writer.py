@@ -257,17 +257,8 @@ class Binlog(Compaction):
         return self._cur.index if self._cur is not None else 0
 
     @property
-    def max_size(self) -> int:
-        return self._file_size
-
-    @property
     def failed(self) -> bool:
         return self._failed is not None
-
-    @property
-    def syncing(self) -> bool:
-        """An ``fsync()`` is running (don't start a second one)."""
-        return self._sync.syncing > 0
 
     @property
     def live_bytes(self) -> int:
@@ -514,10 +505,6 @@ class Binlog(Compaction):
     @property
     def synced_seq(self) -> int:
         return self._sync.synced_seq
-
-    @property
-    def written_seq(self) -> int:
-        return self._sync.written_seq
 
     def set_next_id(self, next_id: int) -> None:
         """Raise the next job id (an import) and make it durable in a fresh segment header."""
