@@ -84,21 +84,23 @@ class EngineBackend:
     def overview(self) -> dict[str, Any]:
         srv = self.server
         engine = srv.engine
-        binlog = srv.binlog
-        size = getattr(binlog, "max_size", None) or engine.binlog_max_size
-        counts = dict(stats.server_counts(engine) + stats.binlog_counts(engine.journal, size))
+        journal = engine.journal.stats()
+        counts = dict(
+            stats.server_counts(engine) + stats.binlog_counts(journal, engine.binlog_max_size)
+        )
         fsync = srv.fsync_latency
-        disk = getattr(binlog, "disk_bytes", None)
         return {
             "stats": counts,
             "uptime": stats.uptime(engine),
             "draining": engine.draining,
             "ready": srv.ready,
             "binlog": {
-                "enabled": binlog is not None,
+                "enabled": srv.binlog is not None,
                 "failed": srv.failed,
-                "disk_bytes": disk() if callable(disk) else 0,
-                "bytes_written": getattr(binlog, "bytes_written", 0),
+                "disk_bytes": journal.disk_bytes,
+                "bytes_written": journal.bytes_written,
+                "space_short": journal.space_short,
+                "last_error": journal.last_error,
                 "fsyncs": fsync.count,
                 "fsync_mean_seconds": fsync.total / fsync.count if fsync.count else 0.0,
             },

@@ -1,6 +1,6 @@
 """Prometheus metrics read from the engine at scrape time.
 
-Names follow house-style B1: the ``stats`` key with ``-`` -> ``_`` under the prefix
+Names follow Prometheus conventions: the ``stats`` key with ``-`` -> ``_`` under the prefix
 ``beanstalkd_``, base units in the name (``_seconds``, ``_bytes``) and ``_total`` on counters;
 ``stats-tube`` fields become ``beanstalkd_tube_*{tube="..."}``. The values come from the same
 functions that build ``stats`` and ``stats-tube`` (``stats.server_counts``, ``binlog_counts``,
@@ -184,7 +184,7 @@ class EngineCollector:
 
         server = self.server
         engine = server.engine
-        binlog = server.binlog
+        journal = engine.journal.stats()
 
         def gauge(name: str, doc: str, value: float) -> Metric:
             return GaugeMetricFamily(PREFIX + name, doc, value=value)
@@ -209,8 +209,7 @@ class EngineCollector:
         inst.add_metric([engine.instance_id, os.uname().nodename], 1)
         yield inst
 
-        size = engine.journal.max_size or engine.binlog_max_size
-        pairs = stats.server_counts(engine) + stats.binlog_counts(engine.journal, size)
+        pairs = stats.server_counts(engine) + stats.binlog_counts(journal, engine.binlog_max_size)
         for key, value in pairs:
             name, is_counter = _metric_name(key)
             doc = f"stats {key}"
@@ -228,12 +227,12 @@ class EngineCollector:
         yield counter(
             "binlog_write_bytes",
             "bytes written to the binlog by this process",
-            getattr(binlog, "bytes_written", 0),
+            journal.bytes_written,
         )
         yield gauge(
             "binlog_replay_duration_seconds",
             "time the start-up binlog replay took (0 without -b)",
-            getattr(binlog, "replay_duration", 0.0),
+            journal.replay_duration,
         )
         yield _histogram(
             HistogramMetricFamily,

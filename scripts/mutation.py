@@ -62,6 +62,9 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "binlog": (
         [
             "beanstalk_py/binlog/writer.py",
+            "beanstalk_py/binlog/segments.py",
+            "beanstalk_py/binlog/compaction.py",
+            "beanstalk_py/binlog/sync.py",
             "beanstalk_py/binlog/replay.py",
             "beanstalk_py/binlog/format.py",
             "beanstalk_py/binlog/fileops.py",

@@ -6,9 +6,16 @@ versioned 32-byte header (carrying the next job id), then CRC-32 framed little-e
 FULL (put / compaction), UPDATE (bury, kick, release incl. delay 0, reserve-job of a buried or
 delayed job) and DELETE. Pause state, reserve of a ready job and touch are not kept.
 
-Modules: ``format`` (layout, encode, scan), ``writer`` (``Binlog``: buffering, group commit,
-fsync policy, space reservation, segment removal, compaction), ``replay`` (start-up),
-``fileops`` (the system-call seam), ``beanstalkd_import`` (reading beanstalkd v7/v5 binlogs).
+Modules, each with one job (imports go one way: writer -> compaction -> segments, writer ->
+replay -> segments, writer -> sync):
+
+* ``format``: the byte layout (its docstring is the specification), encode, scan.
+* ``segments``: ``Segment`` files, preallocation, space accounting, rotation, record buffers.
+* ``compaction``: segment removal (pins, the header floor) and copy-forward compaction.
+* ``sync``: the fsync policy and the state shared with the fsync worker thread.
+* ``replay``: reading the segments at start-up; returns what it learned (``Replayed``).
+* ``writer``: ``Binlog``, the engine's journal; adopts a replay, buffers, writes, syncs.
+* ``fileops``: the system-call seam; ``beanstalkd_import``: reading beanstalkd v7/v5 binlogs.
 
 The server drives a ``Binlog`` like this::
 
@@ -23,7 +30,8 @@ The server drives a ``Binlog`` like this::
 
 from beanstalk_py.binlog.errors import BinlogError, BinlogLocked, BinlogWriteError
 from beanstalk_py.binlog.fileops import FileOps, OsFileOps
-from beanstalk_py.binlog.writer import Binlog, ReplayResult, RestoredJob
+from beanstalk_py.binlog.replay import ReplayResult, RestoredJob
+from beanstalk_py.binlog.writer import Binlog
 
 __all__ = [
     "Binlog",

@@ -32,7 +32,7 @@ from beanstalk_py.system import SystemClock
 
 log = logging.getLogger("beanstalk_py.binlog")
 
-_V7 = struct.Struct("<QI4xqqi4xqqIIIIIB3x")  # 80 bytes, offsets as in spec 3.2
+_V7 = struct.Struct("<QI4xqqi4xqqIIIIIB3x")  # 80 bytes, offsets in docs/BINLOG.md
 _V5 = struct.Struct("<QI4xQQi4xQQIIIIIB")  # 77 bytes
 _NAMELEN = {7: struct.Struct("<i"), 5: struct.Struct("<q")}
 _NAME = re.compile(r"binlog\.([0-9]+)\Z")
@@ -171,11 +171,12 @@ def import_beanstalkd(
         raise BinlogError(f"{src} is locked: is beanstalkd still running on it? ({e})") from e
     try:
         jobs, next_id, report = read_beanstalkd(src, max_job_size=max_job_size, files=ops)
+        clock = SystemClock()
         bl = Binlog.open(
             dst,
             file_size=file_size,
             fsync_ms=None,
-            clock=SystemClock(),
+            clock=clock,
             max_job_size=max_job_size,
             files=ops,
         )
@@ -183,7 +184,6 @@ def import_beanstalkd(
             restored = bl.replay()
             if restored.count or restored.next_id > 1:
                 raise BinlogError(f"{dst} already holds a binlog; import into an empty directory")
-            clock = bl._clock
             offset = clock.now() - clock.wall()  # wall -> monotonic, as Job.deadline wants
             tubes: dict[bytes, Tube] = {}
             for job_id, raw in jobs.items():
@@ -213,7 +213,7 @@ def import_beanstalkd(
                     report.delayed += 1
                 else:
                     report.ready += 1
-            bl._set_next_id(next_id)
+            bl.set_next_id(next_id)
             report.next_id = next_id
         finally:
             bl.close()

@@ -295,7 +295,7 @@ def scan(data: bytes, pos: int) -> tuple[list[tuple[int, int]], list[tuple[int, 
             continue
         if data.count(0, pos) == n - pos:
             break  # preallocated zero tail: the normal end of a segment
-        resume = _resync(data, pos + 1)
+        resume = resync(data, pos + 1)
         damage.append((pos, resume))
         if resume < 0:
             break
@@ -303,7 +303,7 @@ def scan(data: bytes, pos: int) -> tuple[list[tuple[int, int]], list[tuple[int, 
     return frames, damage, pos
 
 
-def _resync(data: bytes, start: int) -> int:
+def resync(data: bytes, start: int) -> int:
     """The offset of the next valid frame at or after ``start``, or -1."""
     find = data.find
     p = find(FRAME_MAGIC_BYTES, start + 4)

@@ -23,15 +23,26 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from beanstalk_py.binlog import format as fmt
-from beanstalk_py.binlog.writer import SEG_MASK, SEQ_SHIFT, ReplayResult, _Segment, live_size
+from beanstalk_py.binlog.segments import (
+    SEG_MASK,
+    SEQ_SHIFT,
+    Segment,
+    live_size,
+    pin,
+    pin_old_copies,
+)
 from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED, Job
 from beanstalk_py.core.tube import Tube
 
 if TYPE_CHECKING:
-    from beanstalk_py.binlog.writer import Binlog
+    from pathlib import Path
+
+    from beanstalk_py.binlog.fileops import FileOps
+    from beanstalk_py.core.clock import Clock
 
 log = logging.getLogger("beanstalk_py.binlog")
 
@@ -42,6 +53,106 @@ _DEL_UNPACK = fmt.DEL_ID.unpack_from
 _FS = fmt.FRAME_SIZE
 _JF = fmt.JOB_FIXED_SIZE
 _FB = fmt.FULL_BASE
+
+
+@dataclass
+class RestoredJob:
+    """A read-only view of one replayed job (``ReplayResult.jobs``; tests and tools)."""
+
+    id: int
+    tube: str
+    pri: int
+    delay: int
+    ttr: int
+    body: bytes  # with the trailing b"\r\n"
+    created: float  # wall epoch seconds
+    state: int  # READY, BURIED or DELAYED (a passed delay comes back READY)
+    deadline_wall: float  # delayed only: wall epoch seconds when it becomes ready
+    reserves: int
+    timeouts: int
+    releases: int
+    buries: int
+    kicks: int
+    file: int
+
+
+@dataclass
+class ReplayResult:
+    """What ``Binlog.replay`` read: the engine's own ``Job`` objects, ready to adopt.
+
+    ``by_id``: every live job, with its final state (READY, BURIED or DELAYED; reserved ones
+    come back READY), ``deadline`` on the clock's monotonic scale for DELAYED jobs (possibly
+    passed), counters as written and ``file``/``log_meta`` set. ``tubes``: the tubes those jobs
+    point at (the ones passed to ``replay`` where the names match, new ``Tube`` objects
+    otherwise; some may end up without jobs). ``buried``: the buried jobs in bury order.
+    ``Engine.restore_many(by_id, tubes, buried, next_id)`` takes it as is."""
+
+    by_id: dict[int, Job]
+    tubes: list[Tube]
+    buried: list[Job]
+    next_id: int
+    warnings: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    mono_minus_wall: float = 0.0  # clock.now() - clock.wall() when replay started
+    now_wall: float = 0.0  # clock.wall() when replay ended: passed delays show as READY
+    _view: list[RestoredJob] | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.by_id)
+
+    @property
+    def jobs(self) -> list[RestoredJob]:
+        """The jobs as ``RestoredJob`` views (built on first use; the server never asks):
+        by id, then buried jobs in bury order; a passed delay shows as READY."""
+        if self._view is None:
+            off = self.mono_minus_wall
+            buried = {j.id for j in self.buried}
+            view = []
+            for job in sorted(self.by_id.values(), key=lambda j: j.id):
+                if job.id in buried:
+                    continue
+                state = job.state
+                deadline_wall = job.deadline - off if state == DELAYED else 0.0
+                if state == DELAYED and deadline_wall <= self.now_wall:
+                    state = READY
+                view.append(_view_of(job, state, deadline_wall))
+            self._view = view + [_view_of(j, BURIED, 0.0) for j in self.buried]
+        return self._view
+
+
+def _view_of(job: Job, state: int, deadline_wall: float) -> RestoredJob:
+    return RestoredJob(
+        id=job.id,
+        tube=job.tube.name,
+        pri=job.pri,
+        delay=job.delay,
+        ttr=job.ttr,
+        body=job.body,
+        created=job.created,
+        state=state,
+        deadline_wall=deadline_wall,
+        reserves=job.reserves,
+        timeouts=job.timeouts,
+        releases=job.releases,
+        buries=job.buries,
+        kicks=job.kicks,
+        file=job.file,
+    )
+
+
+@dataclass
+class Replayed:
+    """Everything a replay learned, for ``Binlog.adopt``: the engine's jobs (``result``) and
+    the writer's bookkeeping of the segments read (closed; their fds are not open)."""
+
+    result: ReplayResult
+    segments: dict[int, Segment]  # by index, oldest first
+    next_index: int  # the first unused segment number
+    live_count: int
+    live_bytes: int  # bytes of the live jobs' latest records
+    closed_used: int  # bytes of the segments read
+    bury_seq: int  # the next bury sequence number
 
 
 def segment_indices(names: list[str]) -> list[int]:
@@ -61,9 +172,8 @@ def restored_state(state: int) -> int:
 class _Replay:
     """The state of one replay: jobs by id, tubes by name, buried ids, byte accounting."""
 
-    def __init__(self, bl: Binlog, tubes: dict[str, Tube]) -> None:
-        self.bl = bl
-        self.segs = bl._segs
+    def __init__(self, clock: Clock, tubes: dict[str, Tube]) -> None:
+        self.segs: dict[int, Segment] = {}
         self.jobs: dict[int, Job] = {}
         self.known = tubes  # the engine's tubes by name (only read)
         self.tubes: dict[bytes, Tube] = {}
@@ -71,7 +181,6 @@ class _Replay:
         self.warnings: list[str] = []
         self.live_bytes = 0
         self.max_id = 0
-        clock = bl._clock
         self.offset = clock.now() - clock.wall()  # wall -> monotonic
 
     def warn(self, msg: str) -> None:
@@ -88,7 +197,7 @@ class _Replay:
             self.tubes[raw] = t
         return t
 
-    def read(self, data: bytes, seg: _Segment) -> tuple[int, list[tuple[int, int]]]:
+    def read(self, data: bytes, seg: Segment) -> tuple[int, list[tuple[int, int]]]:
         """Apply every valid record of a segment; returns ``(end, damage)`` as
         ``format.scan`` does."""
         jobs = self.jobs
@@ -188,7 +297,7 @@ class _Replay:
                     continue
                 if data.count(0, pos) == n - pos:
                     break  # preallocated zero tail: the normal end of a segment
-                resume = fmt._resync(data, pos + 1)
+                resume = fmt.resync(data, pos + 1)
                 damage.append((pos, resume))
                 if resume < 0:
                     break
@@ -199,7 +308,7 @@ class _Replay:
         self.max_id = max_id
         return pos, damage
 
-    def apply(self, data: bytes, pos: int, end: int, seg: _Segment) -> None:
+    def apply(self, data: bytes, pos: int, end: int, seg: Segment) -> None:
         """One valid record, the general way."""
         rtype = data[pos + 6]
         if rtype == fmt.T_DELETE:
@@ -283,9 +392,8 @@ class _Replay:
         job.reserves, job.timeouts, job.releases, job.buries, job.kicks = r, t, rl, b, k
         seg.jobs[job_id] = job
 
-    def drop(self, job: Job, seg: _Segment) -> None:
+    def drop(self, job: Job, seg: Segment) -> None:
         """A DELETE record in ``seg``: forget the job, pin ``seg`` while older copies exist."""
-        bl = self.bl
         segs = self.segs
         job_id = job.id
         self.live_bytes -= live_size(job)
@@ -293,19 +401,23 @@ class _Replay:
         full = segs[job.file]
         full.jobs.pop(job_id, None)
         if full is not seg:
-            bl._pin(full, seg)
+            pin(full, seg)
         meta = job.log_meta
         upd = meta >> 1 & SEG_MASK
         if upd:
             segs[upd].jobs.pop(job_id, None)
         if meta & 1:
-            bl._pin_old_copies(job_id, seg)
+            pin_old_copies(segs, job_id, seg)
 
 
-def replay_into(bl: Binlog, tubes: dict[str, Tube]) -> ReplayResult:
-    ops = bl._files
-    directory = bl._dir
-    rp = _Replay(bl, tubes)
+def replay_segments(
+    ops: FileOps, directory: Path, clock: Clock, tubes: dict[str, Tube]
+) -> Replayed:
+    """Read every segment of ``directory`` (repairing as the module docstring says); jobs of
+    a tube named in ``tubes`` point at that ``Tube``, other tubes are created."""
+    rp = _Replay(clock, tubes)
+    next_index = 1
+    closed_used = 0
     warn = rp.warn
 
     indices = segment_indices(ops.listdir(directory))
@@ -321,7 +433,7 @@ def replay_into(bl: Binlog, tubes: dict[str, Tube]) -> ReplayResult:
         heads[index] = head_bytes
         floor = max(floor, fmt.header_floor(head_bytes))
     for index in indices:
-        bl._next_index = max(bl._next_index, index + 1)
+        next_index = max(next_index, index + 1)
         path = directory / f"binlog.{index}"
         name = path.name
         if index < floor:
@@ -366,11 +478,11 @@ def replay_into(bl: Binlog, tubes: dict[str, Tube]) -> ReplayResult:
         else:
             warn(f"{name}: header checksum mismatch; reading its records anyway")
 
-        seg = _Segment(index, path, None, 0, 0)
-        bl._segs[index] = seg
+        seg = Segment(index, path, None, 0, 0)
+        rp.segs[index] = seg
         end, damage = rp.read(data, seg)
         seg.size = seg.used = seg.buf_off = end
-        bl._closed_used += end
+        closed_used += end
         for off, resume in damage:
             if resume >= 0:
                 warn(
@@ -389,18 +501,23 @@ def replay_into(bl: Binlog, tubes: dict[str, Tube]) -> ReplayResult:
         del data
 
     jobs = rp.jobs
-    bl._live_count = len(jobs)
-    bl._live_bytes = rp.live_bytes
     next_id = max(header_next, rp.max_id + 1)
-    bl._next_id = next_id
     buried = sorted((jobs[i] for i in rp.buried), key=lambda j: (j.log_meta >> SEQ_SHIFT, j.id))
-    bl._bury_seq = (buried[-1].log_meta >> SEQ_SHIFT if buried else 0) + 1
-    return ReplayResult(
+    result = ReplayResult(
         by_id=jobs,
         tubes=list(rp.tubes.values()),
         buried=buried,
         next_id=next_id,
         warnings=rp.warnings,
         mono_minus_wall=rp.offset,
-        now_wall=bl._clock.wall(),
+        now_wall=clock.wall(),
+    )
+    return Replayed(
+        result=result,
+        segments=rp.segs,
+        next_index=next_index,
+        live_count=len(jobs),
+        live_bytes=rp.live_bytes,
+        closed_used=closed_used,
+        bury_seq=(buried[-1].log_meta >> SEQ_SHIFT if buried else 0) + 1,
     )

@@ -66,7 +66,7 @@ class Job:
         self.kicks = 0
         self.reserver: Client | None = None  # the client holding it while reserved
         self.file = 0  # binlog file number holding the latest full record (stats-job "file")
-        # binlog bookkeeping (binlog/writer.py): bury sequence << 33 | segment of the latest
+        # binlog bookkeeping (binlog/segments.py): bury sequence << 33 | segment of the latest
         # UPDATE record << 1 | "older FULL copies exist"; 0 for a job never updated.
         self.log_meta = 0
 

@@ -41,67 +41,54 @@ Records are only buffered by these calls. The shell (``server.py``) decides *whe
 the disk: once per event-loop iteration it flushes the journal and releases the replies only
 after it, so a reply that acknowledges a change never leaves before its record was written.
 
-The read-only counters (``oldest_index`` ... ``max_size``) are the binlog-* fields of ``stats``;
-``NullJournal`` reports zeros, as beanstalkd does without ``-b``.
+``stats()`` returns a ``JournalStats`` snapshot: the binlog-* fields of ``stats`` and the
+journal's /metrics (all zero for ``NullJournal``, as beanstalkd reports without ``-b``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from beanstalk_py.core.job import Job
 
 
+class JournalStats(NamedTuple):
+    """What a journal reports; every field is 0 (or empty) without persistence.
+
+    A NamedTuple, not a dataclass: this module is on the way to the first reply, and importing
+    dataclasses costs start-up time (see shell start-up notes in docs/ARCHITECTURE.md)."""
+
+    oldest_index: int = 0  # stats binlog-oldest-index
+    current_index: int = 0  # stats binlog-current-index
+    records_written: int = 0  # stats binlog-records-written
+    records_migrated: int = 0  # stats binlog-records-migrated (compaction)
+    max_size: int = 0  # segment size (-s); 0: the server reports its configured -s
+    bytes_written: int = 0  # bytes written by this process
+    disk_bytes: int = 0  # bytes the segments occupy now
+    fsync_count: int = 0  # successful fsync rounds (latency: the server's histogram)
+    replay_duration: float = 0.0  # seconds the start-up replay took
+    space_short: bool = False  # a segment could not be created: puts answer OUT_OF_MEMORY
+    last_error: str = ""  # the I/O error that disabled the journal ("" while healthy)
+
+
+NULL_STATS = JournalStats()
+
+
 class Journal(Protocol):
-    @property
-    def oldest_index(self) -> int: ...
-
-    @property
-    def current_index(self) -> int: ...
-
-    @property
-    def records_migrated(self) -> int: ...
-
-    @property
-    def records_written(self) -> int: ...
-
-    @property
-    def max_size(self) -> int:
-        """-s in bytes, or 0 when the engine's own setting applies (no binlog)."""
-        ...
-
     def put(self, job: Job) -> bool: ...
 
     def update(self, job: Job) -> bool: ...
 
     def delete(self, job: Job) -> None: ...
 
+    def stats(self) -> JournalStats: ...
+
 
 class NullJournal:
     """No persistence (no ``-b``)."""
 
     __slots__ = ()
-
-    @property
-    def oldest_index(self) -> int:
-        return 0
-
-    @property
-    def current_index(self) -> int:
-        return 0
-
-    @property
-    def records_migrated(self) -> int:
-        return 0
-
-    @property
-    def records_written(self) -> int:
-        return 0
-
-    @property
-    def max_size(self) -> int:
-        return 0
 
     def put(self, job: Job) -> bool:
         return True
@@ -111,3 +98,6 @@ class NullJournal:
 
     def delete(self, job: Job) -> None:
         return None
+
+    def stats(self) -> JournalStats:
+        return NULL_STATS

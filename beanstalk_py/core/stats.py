@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 
 from beanstalk_py.core.engine import Engine
 from beanstalk_py.core.job import DELAYED, RESERVED, STATE_NAMES, Job
-from beanstalk_py.core.journal import Journal
+from beanstalk_py.core.journal import JournalStats
 from beanstalk_py.core.ops import OP_NAMES
 from beanstalk_py.core.tube import Tube
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
 
 VERSION = "1.13"  # the protocol version clients see (beanstalk-py's own is in __version__)
 
@@ -53,14 +54,15 @@ def server_counts(engine: Engine) -> list[tuple[str, int]]:
     return pairs
 
 
-def binlog_counts(journal: Journal, binlog_max_size: int) -> list[tuple[str, int]]:
-    """The binlog-* fields of ``stats`` in order (zeros without ``-b``, as in beanstalkd)."""
+def binlog_counts(journal: JournalStats, binlog_max_size: int) -> list[tuple[str, int]]:
+    """The binlog-* fields of ``stats`` in order (zeros without ``-b``, as in beanstalkd);
+    ``binlog_max_size`` is the configured ``-s``, reported when the journal has none."""
     return [
         ("binlog-oldest-index", journal.oldest_index),
         ("binlog-current-index", journal.current_index),
         ("binlog-records-migrated", journal.records_migrated),
         ("binlog-records-written", journal.records_written),
-        ("binlog-max-size", binlog_max_size),
+        ("binlog-max-size", journal.max_size or binlog_max_size),
     ]
 
 
@@ -69,8 +71,8 @@ def uptime(engine: Engine) -> int:
 
 
 def server_stats(engine: Engine) -> bytes:
-    journal = engine.journal
-    binlog_max_size = journal.max_size or engine.binlog_max_size
+    journal = engine.journal.stats()
+    binlog_max_size = engine.binlog_max_size
     utime, stime = engine.host.rusage()
     hostname, osver, machine = engine.host.uname()
     lines = ["---"]

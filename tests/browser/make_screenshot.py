@@ -19,8 +19,8 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
 import greenstalk  # noqa: E402
-from chrome import new_driver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from support.chrome import new_driver  # noqa: E402
 from support.servers import ours_argv, running  # noqa: E402
 
 TOKEN = "screenshot-admin-token"

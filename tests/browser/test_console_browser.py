@@ -28,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield srv
 
 
-def client(server: Any, tube: str) -> greenstalk.Client:
+def client(server: Any, tube: str) -> greenstalk.Client[Any]:
     return greenstalk.Client((server.host, server.port), use=tube, watch=tube)
 
 

@@ -96,7 +96,7 @@ def test_greenstalk_round_trip(address: tuple[str, int]) -> None:
 
 
 def test_greenstalk_fresh_stats(address: tuple[str, int]) -> None:
-    """What greenstalk's own test-suite expects from a fresh server (spec §9.1)."""
+    """What greenstalk's own test-suite expects from a fresh server (docs/COMPATIBILITY.md, "Client expectations")."""
     with greenstalk.Client(address) as c:
         s = c.stats()
         assert (s["uptime"], s["cmd-stats"], s["current-connections"]) == (0, 1, 1)

@@ -4,7 +4,7 @@ Each transcript runs against a fresh reference subprocess and a fresh ``python -
 subprocess (concurrently); the normalised reply streams must be identical. Set
 ``BEANSTALK_COMPAT_OURS=reference`` to compare the reference with itself (harness check).
 
-Deliberately absent: the 225 + 224k byte line (reference bug fixed by beanstalk-py, spec §1.1)
+Deliberately absent: the 225 + 224k byte line (reference bug fixed by beanstalk-py, docs/COMPATIBILITY.md)
 and all time-based behaviour (covered by the transcript tests with a manual clock).
 """
 
@@ -220,7 +220,7 @@ TRANSCRIPTS: list[Transcript] = [
             Send(0, b"list-tube-used\r\n"),
         ],
     ),
-    # A stray \r inside a line is a deliberate difference (README, compatibility notes): the
+    # A stray \r inside a line is a deliberate difference (docs/COMPATIBILITY.md): the
     # reference stalls the connection, beanstalk-py answers BAD_FORMAT. Only the LF-only part of
     # that quirk is shared.
     Transcript(

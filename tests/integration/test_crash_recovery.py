@@ -117,7 +117,7 @@ def dropped_by_kill(exc: BaseException, killed: threading.Event) -> bool:
 
 
 def worker(
-    port: int, model: Model, stop: threading.Event, killed: threading.Event, seed: int
+    port: int, model: Model, stop: threading.Event, killed: threading.Event, seed: float
 ) -> int:
     """Run commands until ``stop``; return how many were acknowledged."""
     rnd = random.Random(seed)

@@ -23,6 +23,8 @@ from support.inprocess import running
 from support.replies import split_replies
 from support.servers import ours_process
 
+from beanstalk_py.core.journal import JournalStats
+
 TIMEOUT = 10.0
 
 
@@ -301,6 +303,9 @@ class _BuggyJournal:
 
     def delete(self, job: object) -> None:
         return None
+
+    def stats(self) -> JournalStats:
+        return JournalStats()
 
 
 async def test_unexpected_handler_error_answers_internal_error(

@@ -1,4 +1,5 @@
-"""peek*, kick, kick-job, bury, touch: cttests 4-16 and the kick strtoul rules (§1.3, §9.2)."""
+"""peek*, kick, kick-job, bury, touch: cttests 4-16 and the kick strtoul rules
+(docs/COMPATIBILITY.md, "Argument parsing", "Quirks pinned by tests")."""
 
 from __future__ import annotations
 

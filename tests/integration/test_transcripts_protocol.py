@@ -1,4 +1,5 @@
-"""Framing and dispatch: spec §1.1, §1.2, cttests 1, 2, 19, 54 and the §9.2 framing quirks."""
+"""Framing and dispatch (docs/COMPATIBILITY.md, "Framing", "Command dispatch", "Quirks pinned by tests");
+beanstalkd testserv.c cttests 1, 2, 19, 54."""
 
 from __future__ import annotations
 
@@ -75,9 +76,9 @@ async def test_nul_byte_is_bad_format(server: ServerHandle, line: bytes) -> None
     await c.expect(b"USING default\r\n")
 
 
-@pytest.mark.reference_only("beanstalk-py answers BAD_FORMAT instead (README compatibility notes)")
+@pytest.mark.reference_only("beanstalk-py answers BAD_FORMAT instead (docs/COMPATIBILITY.md)")
 async def test_first_cr_not_followed_by_lf_stalls_the_line(server: ServerHandle) -> None:
-    """§1.1: only the first \\r counts; `use a\\rb\\r\\n` gets no reply and blocks later lines."""
+    """COMPATIBILITY.md "Framing": only the first \\r counts; `use a\\rb\\r\\n` gets no reply and blocks later lines."""
     c = await server.connect()
     await c.send(b"use a\rb\r\n")
     await c.expect_nothing(0.2)
@@ -129,12 +130,12 @@ async def test_overlong_line_gives_one_bad_format(server: ServerHandle, length: 
     await c.expect(b"USING default\r\n")
 
 
-@pytest.mark.ours_only("reference 225-byte edge bug swallows the next command (spec §1.1)")
+@pytest.mark.ours_only("reference 225-byte edge bug swallows the next command (COMPATIBILITY.md)")
 @pytest.mark.parametrize("length", [225, 449, 673])
 async def test_edge_length_line_does_not_swallow_next_command(
     server: ServerHandle, length: int
 ) -> None:
-    """Spec §1.1 edge bug, fixed by beanstalk-py: the next command must be executed.
+    """The 225-byte edge bug (COMPATIBILITY.md, "Deliberate differences"), fixed by beanstalk-py: the next command must be executed.
 
     In the reference the bug hits whenever the line's \r is the last byte of a 224-byte
     window, i.e. lines of 225 + 224k bytes.
@@ -149,7 +150,7 @@ async def test_edge_length_line_does_not_swallow_next_command(
 
 
 async def test_reference_edge_bug_is_what_the_spec_says(server: ServerHandle) -> None:
-    """Documents the reference bug (§1.1) so the skip above stays justified."""
+    """Documents the reference bug (COMPATIBILITY.md, "Framing") so the skip above stays justified."""
     if not server.reference:
         pytest.skip("reference-only documentation of the 225-byte bug")
     c = await server.connect()
@@ -178,7 +179,7 @@ async def test_commands_after_quit_are_not_answered(server: ServerHandle) -> Non
     await c.expect_closed()
 
 
-# §1.2: the command table, in prefix order; first match wins.
+# COMPATIBILITY.md, "Command dispatch": the command table, in prefix order; first match wins.
 DISPATCH = [
     # missing argument for a prefix with a trailing space -> UNKNOWN_COMMAND
     (b"put", b"UNKNOWN_COMMAND"),

@@ -1,4 +1,5 @@
-"""put and delete: spec §1.5 put/delete, cttests 3, 20-23, 25, 27-31, 33, 39 and §9.2 put quirks."""
+"""put and delete: docs/COMPATIBILITY.md "Commands" and the put quirks of "Quirks pinned by tests";
+beanstalkd testserv.c cttests 3, 20-23, 25, 27-31, 33, 39."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ async def test_job_too_big_checked_before_trailing_garbage(server: ServerHandle)
     await c.expect(b"BAD_FORMAT\r\n")
 
 
-async def test_job_too_big_default_limit_with_garbage(server: ServerHandle) -> None:  # §9.2
+async def test_job_too_big_default_limit_with_garbage(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Quirks pinned by tests"
     c = await server.connect()
     await c.send(b"put 0 0 0 100000 garbage\r\n")
     await c.send_large(100000 + 2)
@@ -147,7 +149,8 @@ async def test_put_bad_format_does_not_consume_body(server: ServerHandle, line: 
     await c.expect(b"INSERTED 1\r\n")  # no id was consumed
 
 
-async def test_put_plus_sign_then_body_line(server: ServerHandle) -> None:  # §9.2
+async def test_put_plus_sign_then_body_line(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Quirks pinned by tests"
     c = await server.connect()
     await c.send(b"put +1 0 0 1\r\nx\r\n")
     await c.expect(b"BAD_FORMAT\r\nUNKNOWN_COMMAND\r\n")
@@ -182,7 +185,8 @@ async def test_put_accepts_extra_spaces_and_leading_zeros(server: ServerHandle) 
     await c.expect(b"FOUND 1 2\r\nab\r\n")
 
 
-async def test_expected_crlf_consumes_id(server: ServerHandle) -> None:  # §9.2
+async def test_expected_crlf_consumes_id(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Quirks pinned by tests"
     c = await server.connect()
     await c.send(b"put 0 0 0 1\r\nxyz\r\n")
     await c.expect(b"EXPECTED_CRLF\r\nUNKNOWN_COMMAND\r\n")
@@ -248,7 +252,7 @@ async def test_delete_delayed_and_buried(server: ServerHandle) -> None:
         b"delete " + b"1" * 50,
         b"delete foo111",
         b"delete 111foo",
-        b"delete 1 ",  # §9.2 trailing space
+        b"delete 1 ",  # COMPATIBILITY.md Quirks: trailing space
         b"delete +1",
         b"delete -1",
         b"delete 0x1",

@@ -1,6 +1,7 @@
 """reserve, reserve-with-timeout, reserve-job, release, TTR, DEADLINE_SOON, pause timing.
 
-cttests 17, 26, 40-51 and the §1.5 / §1.6 / §9.2 scheduling quirks. Time moves only through
+cttests 17, 26, 40-51 and the scheduling quirks of docs/COMPATIBILITY.md ("Commands", "Scheduling and
+timing", "Quirks pinned by tests"). Time moves only through
 ``server.advance`` (instant against beanstalk-py, a real sleep against the reference).
 """
 
@@ -289,7 +290,8 @@ async def test_unpause_tube(server: ServerHandle) -> None:  # cttest 51
     await b.expect(b"RESERVED 1 0\r\n\r\n", timeout=1.0)
 
 
-async def test_waiter_service_order_w1_w2_w4_w3(server: ServerHandle) -> None:  # §1.6, §9.2
+async def test_waiter_service_order_w1_w2_w4_w3(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Scheduling and timing", "Quirks pinned by tests"
     ctl = await server.connect(name="ctl")
     waiters = [await server.connect(name=f"W{i}") for i in (1, 2, 3, 4)]
     for n, w in enumerate(waiters, start=1):
@@ -305,7 +307,8 @@ async def test_waiter_service_order_w1_w2_w4_w3(server: ServerHandle) -> None:  
     await w3.expect(b"RESERVED 4 1\r\n4\r\n")
 
 
-async def test_ttr_1_reserve_then_deadline_soon(server: ServerHandle) -> None:  # §9.2
+async def test_ttr_1_reserve_then_deadline_soon(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Quirks pinned by tests"
     c = await server.connect()
     await c.send(b"put 0 0 1 1\r\nx\r\nreserve\r\nreserve-with-timeout 0\r\nreserve\r\n")
     await c.expect(b"INSERTED 1\r\nRESERVED 1 1\r\nx\r\nDEADLINE_SOON\r\nDEADLINE_SOON\r\n")
@@ -377,7 +380,8 @@ async def test_touch_extends_ttr(server: ServerHandle) -> None:
     assert (st["state"], st["timeouts"]) == ("reserved", "0")
 
 
-async def test_reserve_with_timeout_parsing(server: ServerHandle) -> None:  # §9.2
+async def test_reserve_with_timeout_parsing(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Quirks pinned by tests"
     c = await server.connect()
     await c.send(b"reserve-with-timeout 0abc\r\n")
     await c.expect(b"TIMED_OUT\r\n")
@@ -431,7 +435,7 @@ async def test_delayed_job_becomes_ready_for_waiter(server: ServerHandle) -> Non
 
 
 async def test_paused_ready_job_counts_for_deadline_soon_check(server: ServerHandle) -> None:
-    """§1.5: a ready job in a *paused* watched tube suppresses the immediate DEADLINE_SOON."""
+    """COMPATIBILITY.md, "Scheduling and timing": a ready job in a *paused* watched tube suppresses the immediate DEADLINE_SOON."""
     c = await server.connect()
     await c.send(b"put 0 0 1 1\r\na\r\nreserve\r\n")
     await c.expect(b"INSERTED 1\r\nRESERVED 1 1\r\na\r\n")

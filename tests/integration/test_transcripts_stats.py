@@ -1,4 +1,4 @@
-"""stats, stats-tube, stats-job: exact YAML (§2) and counters; cttests 32, 34-38.
+"""stats, stats-tube, stats-job: exact YAML (docs/COMPATIBILITY.md, "Stats formats") and counters; cttests 32, 34-38.
 
 String quoting follows 1.13 for beanstalk-py; ``server.quoted`` carries the reference's rules
 (see ``support.yamlfmt.quoted_keys``, the single place that knows the difference).
@@ -200,7 +200,8 @@ async def test_stats_counters_after_activity(server: ServerHandle) -> None:
     assert int(raw["cmd-stats"]) >= 2  # the wait_for_stat polls also count
 
 
-async def test_stats_job_exact(server: ServerHandle) -> None:  # spec §2.3 example
+async def test_stats_job_exact(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Stats formats"
     c = await server.connect()
     await c.send(b"put 5 0 0 5\r\nhello\r\nstats-job 1\r\n")
     await c.expect(b"INSERTED 1\r\n")

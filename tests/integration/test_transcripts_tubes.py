@@ -1,6 +1,7 @@
-"""Tubes: use/watch/ignore/list-*, name rules, lifetime and list order (§1.3, §1.5, §1.7).
+"""Tubes: use/watch/ignore/list-*, name rules, lifetime and list order (docs/COMPATIBILITY.md:
+"Argument parsing", "Commands", "Tube lifetime and list order").
 
-cttests 18, 52, 53 and the §9.2 tube quirks.
+cttests 18, 52, 53 and the tube quirks of COMPATIBILITY.md, "Quirks pinned by tests".
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ async def test_use_tube_long(server: ServerHandle) -> None:  # cttest 53
 @pytest.mark.parametrize(
     "name",
     [
-        b" foo",  # §9.2: no leading-space skipping
+        b" foo",  # COMPATIBILITY.md Quirks: no leading-space skipping
         b"foo ",  # no trailing text
         b"-foo",
         b"a*b",
@@ -95,7 +96,8 @@ async def test_stats_tube_and_pause_do_not_create(server: ServerHandle) -> None:
     await c.expect(b"NOT_FOUND\r\nNOT_FOUND\r\n" + list_reply(["default"]))
 
 
-async def test_list_tubes_swap_remove_on_destroy(server: ServerHandle) -> None:  # §1.7
+async def test_list_tubes_swap_remove_on_destroy(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Tube lifetime and list order"
     holders = []
     for name in (b"t1", b"t2", b"t3", b"t4"):
         h = await server.connect()
@@ -113,7 +115,8 @@ async def test_list_tubes_swap_remove_on_destroy(server: ServerHandle) -> None: 
     await c.expect(b"USING t2\r\n" + list_reply(["default", "t1", "t4", "t3", "t2"]))
 
 
-async def test_list_tubes_watched_swap_remove_on_ignore(server: ServerHandle) -> None:  # §1.7
+async def test_list_tubes_watched_swap_remove_on_ignore(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Tube lifetime and list order"
     c = await server.connect()
     await c.send(b"watch t1\r\nwatch t2\r\nwatch t3\r\nwatch t4\r\n")
     await c.expect(b"WATCHING 2\r\nWATCHING 3\r\nWATCHING 4\r\nWATCHING 5\r\n")
@@ -185,7 +188,7 @@ async def test_paused_tube_vanishes_when_last_watcher_ignores(server: ServerHand
 @pytest.mark.parametrize(
     ("line", "reply"),
     [
-        (b"pause-tubedefault 0", b"PAUSED"),  # §9.2: no space needed
+        (b"pause-tubedefault 0", b"PAUSED"),  # COMPATIBILITY.md Quirks: no space needed
         (b"pause-tube   default   5", b"PAUSED"),
         (b"pause-tube default10", b"BAD_FORMAT"),  # digits belong to the name
         (b"pause-tube default 10 ", b"BAD_FORMAT"),
@@ -206,7 +209,8 @@ async def test_pause_tube_parsing(server: ServerHandle, line: bytes, reply: byte
     await c.expect(reply + b"\r\n")
 
 
-async def test_pause_tube_bad_name_is_still_counted(server: ServerHandle) -> None:  # §9.2
+async def test_pause_tube_bad_name_is_still_counted(server: ServerHandle) -> None:
+    # docs/COMPATIBILITY.md, "Quirks pinned by tests"
     c = await server.connect()
     await c.send(b"pause-tube -x 1\r\n")
     await c.expect(b"BAD_FORMAT\r\n")

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REFERENCE_BIN = "/usr/bin/beanstalkd"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ class ServerProcess:
         self.env = env
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._log: IO[bytes] | None = None
         self.argv: list[str] = []
         self._last_output = ""
 

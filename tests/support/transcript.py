@@ -42,7 +42,7 @@ async def settled_stats(
 
     Against beanstalk-py (ManualClock) the first answer must already be right. Against the
     reference, timers fire on a real clock with millisecond resolution and on a shared, busy
-    machine, and a timer can even wait for the next I/O (spec §1.6): retry for up to ~1 s.
+    machine, and a timer can even wait for the next I/O (docs/COMPATIBILITY.md, "Scheduling and timing"): retry for up to ~1 s.
     """
     tries = 20 if reference else 1
     got: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""Exact checks for the YAML payloads of stats, stats-tube, stats-job and list-* (spec §2).
+"""Exact checks for the YAML payloads of stats, stats-tube, stats-job and list-*
+(docs/COMPATIBILITY.md, "Stats formats").
 
 The one place that knows the 1.12 / 1.13 quoting difference is ``quoted_keys``: beanstalkd 1.13
 double-quotes ``version``, ``hostname``, ``os``, ``platform`` (stats), ``name`` (stats-tube) and

@@ -13,13 +13,13 @@ import pytest
 from support.binlog_helpers import make_job, open_binlog, segment_files
 from support.servers import ours_process
 
-from beanstalk_py.binlog import Binlog, BinlogLocked
+from beanstalk_py.binlog import Binlog, BinlogLocked, ReplayResult, RestoredJob
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED
 
 
-def by_id(result):  # type: ignore[no-untyped-def]
+def by_id(result: ReplayResult) -> dict[int, RestoredJob]:
     return {j.id: j for j in result.jobs}
 
 
@@ -69,6 +69,7 @@ def test_updates_and_deletes(tmp_path: Path) -> None:
     bl.delete(jobs[4])
     bl.write_pending()
     # kill -9: no close, the fd and lock die with the "process"; a new Binlog reads the files
+    assert bl._lock_fd is not None
     bl._files.close(bl._lock_fd)  # release the lock as a crash would
     bl._lock_fd = None
     clock.advance(30)

@@ -4,12 +4,13 @@ bookkeeping on the Job objects themselves (job.file, job.log_meta, per-segment d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.binlog_helpers import make_job, open_binlog
 
 from beanstalk_py.binlog import Binlog
-from beanstalk_py.binlog.writer import SEG_MASK, SEQ_SHIFT, live_size
+from beanstalk_py.binlog.segments import SEG_MASK, SEQ_SHIFT, live_size
 from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.core.engine import Engine
 from beanstalk_py.core.job import BURIED, DELAYED, READY, RESERVED, Job
@@ -33,7 +34,7 @@ def check_books(bl: Binlog, live: list[Job]) -> None:
     assert bl._live_count == len(live)
 
 
-def reopen(d: Path, clock: ManualClock, **kw: int) -> tuple[Binlog, Engine]:
+def reopen(d: Path, clock: ManualClock, **kw: Any) -> tuple[Binlog, Engine]:
     bl = Binlog.open(d, fsync_ms=None, clock=clock, max_job_size=65535, **kw)
     engine = Engine(clock)
     res = bl.replay(dict(engine.tubes))

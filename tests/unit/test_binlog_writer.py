@@ -12,7 +12,8 @@ from support.binlog_helpers import EIO, ENOSPC, FaultyOps, dir_bytes, make_job, 
 from beanstalk_py.binlog import BinlogWriteError
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.core.clock import ManualClock
-from beanstalk_py.core.job import BURIED, DELAYED, READY
+from beanstalk_py.core.job import BURIED, DELAYED, READY, Job
+from beanstalk_py.core.journal import JournalStats, NullJournal
 
 
 def test_group_commit_one_write_per_batch(tmp_path: Path) -> None:
@@ -239,10 +240,10 @@ def test_bounded_disk_under_churn(tmp_path: Path) -> None:
     clock = ManualClock()
     fs = 16 * 1024
     bl, _ = open_binlog(tmp_path, clock, file_size=fs, fsync_ms=50)
-    live: dict[int, object] = {}
+    live: dict[int, Job] = {}
     next_id = 1
 
-    def put(body: bytes, state: int = READY) -> object:
+    def put(body: bytes, state: int = READY) -> Job:
         nonlocal next_id
         j = make_job(next_id, body, clock=clock)
         next_id += 1
@@ -255,21 +256,21 @@ def test_bounded_disk_under_churn(tmp_path: Path) -> None:
     sticky = [put(b"d" * 60, DELAYED) for _ in range(20)]
     buried = [put(b"b" * 60) for _ in range(10)]
     for j in buried:
-        j.state, j.buries = BURIED, 1  # type: ignore[attr-defined]
-        assert bl.update(j)  # type: ignore[arg-type]
-    churn: list[object] = []
+        j.state, j.buries = BURIED, 1
+        assert bl.update(j)
+    churn: list[Job] = []
     peak_ratio = 0.0
     for step in range(20000):
         churn.append(put(bytes(rng.randrange(10, 400))))
         if len(churn) > 40:
             j = churn.pop(rng.randrange(len(churn)))
-            bl.delete(j)  # type: ignore[arg-type]
-            del live[j.id]  # type: ignore[attr-defined]
+            bl.delete(j)
+            del live[j.id]
         if step % 5 == 0:
             j = sticky[rng.randrange(len(sticky))]
-            j.releases += 1  # type: ignore[attr-defined]
-            j.deadline = clock.now() + 3600  # type: ignore[attr-defined]
-            assert bl.update(j)  # type: ignore[arg-type]
+            j.releases += 1
+            j.deadline = clock.now() + 3600
+            assert bl.update(j)
         bl.write_pending()
         if step % 7 == 0:
             clock.advance(0.01)
@@ -277,10 +278,7 @@ def test_bounded_disk_under_churn(tmp_path: Path) -> None:
         if deadline is not None and deadline <= clock.now():
             bl.fsync()
             bl.write_pending()
-        live_est = sum(
-            2 * fmt.FULL_BASE + len(j.tube.name) + len(j.body)  # type: ignore[attr-defined]
-            for j in live.values()
-        )
+        live_est = sum(2 * fmt.FULL_BASE + len(j.tube.name) + len(j.body) for j in live.values())
         used = dir_bytes(tmp_path)
         assert used <= 2 * live_est + 3 * fs, (step, used, live_est)
         peak_ratio = max(peak_ratio, (used - 2 * fs) / live_est)
@@ -294,8 +292,38 @@ def test_bounded_disk_under_churn(tmp_path: Path) -> None:
     bl, res = open_binlog(tmp_path, clock, file_size=fs)
     got = {j.id: j for j in res.jobs}
     assert sorted(got) == sorted(live)
-    assert [j.id for j in res.jobs if j.state == BURIED] == [j.id for j in buried]  # type: ignore[attr-defined]
+    assert [j.id for j in res.jobs if j.state == BURIED] == [j.id for j in buried]
     for j in sticky:
-        assert got[j.id].releases == j.releases  # type: ignore[attr-defined]
+        assert got[j.id].releases == j.releases
         assert got[j.id].state == DELAYED
     bl.close()
+
+
+def test_journal_stats_snapshot(tmp_path: Path) -> None:
+    """``stats()`` is what `stats` and /metrics show: counters move with the writes and
+    fsyncs, a failure is reported with its error, and without -b everything is zero."""
+    ops = FaultyOps()
+    bl, _ = open_binlog(tmp_path, files=ops, file_size=1 << 16, fsync_ms=50)
+    before = bl.stats()
+    assert before.current_index >= before.oldest_index >= 1
+    assert before.max_size == 1 << 16 and before.last_error == ""
+    assert before.disk_bytes >= 1 << 16  # the current segment is preallocated
+    for i in range(1, 11):
+        assert bl.put(make_job(i))
+    bl.write_pending()
+    bl.fsync()
+    after = bl.stats()
+    assert after.records_written == before.records_written + 10
+    assert after.bytes_written >= before.bytes_written + 10 * fmt.FULL_BASE
+    assert after.fsync_count == before.fsync_count + 1
+    assert after.replay_duration >= 0.0 and not after.space_short
+    ops.fail_fsync = EIO
+    bl.put(make_job(11))
+    bl.write_pending()
+    with pytest.raises(BinlogWriteError):
+        bl.fsync()
+    failed = bl.stats()
+    assert "Input/output error" in failed.last_error
+    assert failed.fsync_count == after.fsync_count
+    bl.close()  # a failed binlog closes without writing
+    assert NullJournal().stats() == JournalStats()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from support.enginekit import Kit
 
 from beanstalk_py.core.job import RESERVED, Job
+from beanstalk_py.core.journal import JournalStats
 from beanstalk_py.protocol.session import Session
-from tests.unit.enginekit import Kit
 
 
 @pytest.fixture
@@ -226,6 +227,9 @@ class RecordingJournal:
 
     def delete(self, job: Job) -> None:
         return None
+
+    def stats(self) -> JournalStats:
+        return JournalStats()
 
 
 def test_reserve_job_of_a_buried_or_delayed_job_is_journaled_as_reserved(kit: Kit) -> None:

@@ -8,6 +8,8 @@ Invariants checked after every step:
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.replies import split_replies
@@ -113,7 +115,7 @@ def check_engine(e: Engine, sessions: list[Session]) -> None:
     assert e.cur_conns == sum(1 for s in sessions if not s.disconnected)
 
 
-def run(streams_: list[bytes], cuts: list[int], advance: list[float], **opts: int) -> None:
+def run(streams_: list[bytes], cuts: list[int], advance: list[float], **opts: Any) -> None:
     clock = ManualClock()
     e = Engine(clock, max_job_size=opts.pop("max_job_size", 30), **opts)
     pending = Pending()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from tests.unit.enginekit import Kit
+from support.enginekit import Kit
 
 TRANSCRIPT = (
     b"put 0 0 10 5\r\nhello\r\n"

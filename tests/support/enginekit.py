@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.core.engine import Engine
 from beanstalk_py.protocol.session import Pending, Session
 
 
 class Kit:
-    def __init__(self, **engine_opts: int) -> None:
+    def __init__(self, **engine_opts: Any) -> None:
         self.clock = ManualClock()
         self.engine = Engine(self.clock, **engine_opts)
         self.pending = Pending()
