@@ -116,10 +116,38 @@ def short(frame: str) -> str:
 
 
 IDLE = ("epoll_pwait", "epoll_wait")
+# User-space samples go to the first group (in this order) one of whose names occurs in one of
+# their frames: the most specific work first, the frames that enclose it last.
+GROUPS = (
+    ("/metrics sampling (perf_counter, observe)", ("observe", "perf_counter", "LatencyHisto")),
+    ("Job record (Job(), setup)", ("Job_setup", "CPyDef_job___Job", "Job.__init__")),
+    ("clock.wall()", ("SystemClock___wall", "SystemClock.wall")),
+    ("journal.put", ("Journal___put", "Journal.put")),
+    ("ready queue (_make_ready, push_ready, Level.push)", ("_make_ready", "push_ready", "push")),
+    ("Engine.put own (dict insert, counters, reply)", ("Engine___put", "Engine.put")),
+    ("command dispatch + put line parse", ("_command", "cmd_put")),
+    (
+        "Session.feed framing (+ _finish_put, deliver)",
+        ("Session___feed", "Session.feed", "_finish_put", "deliver"),
+    ),
+    (
+        "flush: take_output + transport write (user)",
+        ("take_output", "Connection___write", "UVStream_write", ".send"),
+    ),
+    (
+        "after_input, flush, sync_reading, maybe_close, _arm_timer",
+        ("after_input", "Server___flush", "sync_reading", "maybe_close", "_arm_timer"),
+    ),
+    ("null server parse (nullsrv.py)", ("Conn.parse",)),
+    (
+        "read callback own (data_received, feed, on_readable)",
+        ("data_received", "buffer_updated", "on_readable", "feed"),
+    ),
+)
 SYSCALLS = ("read", "write", "recv", "send", "recvfrom", "sendto", "readv", "writev")
 
 
-def pyspy_report(path: Path, ops: int, cpu_s: float, top: int) -> str:
+def pyspy_report(path: Path, ops: int, cpu_s: float, top: int, user_s: float = 0.0) -> str:
     """py-spy samples wall-clock stacks: samples waiting in epoll (idle) are dropped, the rest
     is scaled to the server's CPU per request. A syscall leaf (write, read) still includes
     time the server was preempted in it on a busy machine, so it reads high."""
@@ -130,12 +158,20 @@ def pyspy_report(path: Path, ops: int, cpu_s: float, top: int) -> str:
     self_ct: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     focus: collections.Counter[str] = collections.Counter()
+    groups: collections.Counter[str] = collections.Counter()
     in_sys = 0
     for frames, n in stacks:
         leaf = short(frames[-1])
         self_ct[leaf] += n
         if leaf.split(" (")[0] in SYSCALLS:
             in_sys += n
+        else:
+            for gname, subs in GROUPS:
+                if any(sub in f for f in frames for sub in subs):
+                    groups[gname] += n
+                    break
+            else:
+                groups["other (event loop, uvloop, interpreter)"] += n
         for f in {short(f) for f in frames}:
             incl[f] += n
         names = {f.partition(" (")[0].rsplit(".", 1)[-1] for f in frames}
@@ -159,6 +195,12 @@ def pyspy_report(path: Path, ops: int, cpu_s: float, top: int) -> str:
     out.extend(line(n, f) for f, n in incl.most_common(top))
     out.append("\nfocus (inclusive, any frame whose function name matches):")
     out.extend(line(focus.get(want, 0), want) for want in FOCUS)
+    user = total - in_sys or 1
+    uus = user_s / ops * 1e6 if ops else 0.0
+    out.append(f"\nuser-space samples by group, scaled to the user CPU ({uus:.2f} us/request):")
+    out.extend(
+        f"  {100 * n / user:5.1f} %  {uus * n / user:6.2f} us  {g}" for g, n in groups.most_common()
+    )
     return "\n".join(out)
 
 
