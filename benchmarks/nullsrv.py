@@ -16,7 +16,9 @@ Invariants, so that the three differ only in how bytes reach Python and leave it
   store nothing;
 - ``reserve``/``reserve-with-timeout`` take the oldest stored body or wait; waiting clients
   get the next put's job, or ``TIMED_OUT`` from a 50 ms sweep; a waiting connection's further
-  input is kept and parsed after its reply.
+  input is kept and parsed after its reply;
+- output back-pressure: the add_reader server stops reading while a reply is not fully sent;
+  the two transport servers leave it to the transport's buffer (no pause_writing handling).
 The event loop is uvloop; SIGTERM and SIGINT stop it.
 """
 
