@@ -306,9 +306,8 @@ def profile_one(
         if tool == "perf":
             return head + "\n" + perf_report(outdir / f"{tag}.perf", a.top)
         if tool == "pyspy":
-            return (
-                head + "\n" + pyspy_report(outdir / f"{tag}.pyspy", ops, u1 - u0 + s1 - s0, a.top)
-            )
+            spy = pyspy_report(outdir / f"{tag}.pyspy", ops, u1 - u0 + s1 - s0, a.top, u1 - u0)
+            return head + "\n" + spy
         return head
     finally:
         if tool_proc is not None and tool_proc.poll() is None:
