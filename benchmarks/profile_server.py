@@ -151,6 +151,8 @@ def pyspy_report(path: Path, ops: int, cpu_s: float, top: int, user_s: float = 0
     """py-spy samples wall-clock stacks: samples waiting in epoll (idle) are dropped, the rest
     is scaled to the server's CPU per request. A syscall leaf (write, read) still includes
     time the server was preempted in it on a busy machine, so it reads high."""
+    if not path.exists():
+        return "py-spy: no samples (not a Python process?)"
     stacks = [
         (frames, n) for frames, n in collapse(path) if short(frames[-1]).split(" (")[0] not in IDLE
     ]
