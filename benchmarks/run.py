@@ -4,6 +4,8 @@
     python benchmarks/run.py --quick --scenario put1
     python benchmarks/run.py --target 'beanstalkd -l 127.0.0.1 -p {port} {binlog}' \\
         --target 'python -m beanstalk_py -l 127.0.0.1 -p {port} {binlog}' --rounds 5
+    python benchmarks/run.py --target beanstalkd --target nulls --target beanstalk-py \\
+        --scenario put50,cycle,pipeline        # with the floor: the null servers (nullsrv.py)
 
 Every run gets a fresh server process (and a fresh binlog directory for binlog scenarios); the
 targets alternate round by round (A B A B ...). Placeholders in a target: {port} (a free loopback
@@ -11,6 +13,11 @@ port), {binlog} (the scenario's binlog flags, "" or "-b DIR ..."), {dir} (a fres
 A target without {binlog} skips the binlog scenarios. The command must exec the server itself
 (its pid is used for CPU and VmRSS). The reference is the target named "beanstalkd"; ratios are
 target / reference. See README.md for the scenarios and the CPU accounting.
+
+Shortcut targets (a --target that is just a name): beanstalkd, beanstalk-py (this interpreter,
+`-m beanstalk_py`), null-protocol, null-buffered, null-reader (nullsrv.py: asyncio.Protocol,
+asyncio.BufferedProtocol, loop.add_reader on uvloop; the floor for a Python server here), and
+nulls (all three null servers).
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ def _pinner(which: int) -> Any:
 class Target:
     name: str
     template: str
+    null: bool = False  # a null server (nullsrv.py): timed scenarios without binlog only
 
 
 class Interrupted(Exception):
@@ -536,6 +544,28 @@ def print_table(rows: list[dict[str, Any]], targets: list[Target], ref: str | No
 # ----------------------------------------------------------------------------- main
 
 
+NULL_IO = {"null-protocol": "protocol", "null-buffered": "buffered", "null-reader": "reader"}
+
+
+def shortcut_targets(word: str) -> list[Target] | None:
+    """The targets a shortcut name stands for (see the module docstring); None: not one."""
+    py = shlex.quote(sys.executable)
+    if word in NULL_IO:
+        nullsrv = shlex.quote(str(HERE / "nullsrv.py"))
+        cmd = f"{py} {nullsrv} --io {NULL_IO[word]} -l 127.0.0.1 -p {{port}}"
+        return [Target(word, cmd, null=True)]
+    if word == "nulls":
+        return [t for w in NULL_IO for t in shortcut_targets(w) or []]
+    if word == "beanstalk-py":
+        return [Target(word, f"{py} -m beanstalk_py -l 127.0.0.1 -p {{port}} {{binlog}}")]
+    if word == "beanstalkd":
+        bd = shutil.which("beanstalkd")
+        if not bd:
+            raise SystemExit("run.py: --target beanstalkd: no beanstalkd on PATH")
+        return [Target(word, f"{bd} -l 127.0.0.1 -p {{port}} {{binlog}}")]
+    return None
+
+
 def default_targets() -> list[Target]:
     ts = [
         Target(
@@ -568,7 +598,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="scenarios: " + ", ".join(ALL),
     )
-    ap.add_argument("--target", action="append", default=[], help="server command template")
+    ap.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        help="server command template, or a shortcut: beanstalkd, beanstalk-py, null-protocol,"
+        " null-buffered, null-reader, nulls",
+    )
     ap.add_argument("--name", action="append", default=[], help="label per --target, in order")
     ap.add_argument(
         "--scenario",
@@ -615,8 +651,16 @@ def main(argv: list[str] | None = None) -> int:
         taken: set[str] = set()
         targets = []
         for i, t in enumerate(a.target):
+            short = shortcut_targets(t.strip())
+            if short is not None:
+                for st in short:
+                    if st.name in taken:
+                        raise SystemExit(f"run.py: target {st.name} given twice")
+                    taken.add(st.name)
+                    targets.append(st)
+                continue
             if "{port}" not in t:
-                raise SystemExit(f"run.py: --target must contain {{port}}: {t}")
+                raise SystemExit(f"run.py: --target must contain {{port}} or be a shortcut: {t}")
             n = a.name[i] if i < len(a.name) else name_of(t, i + 1, taken)
             taken.add(n)
             targets.append(Target(n, t))
@@ -644,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
                 for t in targets:
                     if binlog and "{binlog}" not in t.template:
                         continue
+                    if t.null and scen in HEAVY:
+                        continue  # it stores nothing: no memory or start-up figure
                     plan.append((scen, rnd + 1, t))
         for scen, rnd, t in plan:
             if time.monotonic() - t_start > a.max_total:
