@@ -158,6 +158,18 @@ async def _idle(c: RawClient) -> bytes:
     return chunk + await c.read_available(0.05)
 
 
+async def _wait_stat(kind: str, proc: ServerProcess, key: str, value: str) -> None:
+    """Poll ``stats`` on a side connection until ``key`` has ``value`` (5 s at most)."""
+    side = await RawClient.connect(proc.host, proc.port, name="barrier")
+    try:
+        deadline = time.monotonic() + 5
+        while (await stats_of(side, b"stats"))[key] != value:
+            assert time.monotonic() < deadline, f"{kind}: waiting for {key}: {value} timed out"
+            await asyncio.sleep(0.01)
+    finally:
+        await side.close()
+
+
 async def run_transcript(kind: str, t: Transcript) -> list[tuple[int, int, bytes]]:
     """Run ``t`` against a fresh server of ``kind`` ("reference" or "ours")."""
     argv, env = argv_for(kind, t.args)
@@ -193,16 +205,11 @@ async def run_transcript(kind: str, t: Transcript) -> list[tuple[int, int, bytes
             elif isinstance(step, Drain):
                 proc.send_signal(signal.SIGUSR1)
                 await asyncio.to_thread(signal_delivered, proc.pid, signal.SIGUSR1)
-                await asyncio.sleep(0.1)  # a Python server handles it on its next loop turn
+                # A Python server acts on it on a later loop turn (after the hand-over from
+                # the start-up loop, if it is still in it): wait until stats shows it.
+                await _wait_stat(kind, proc, "draining", "true")
             elif isinstance(step, WaitStat):
-                side = await RawClient.connect(proc.host, proc.port, name="barrier")
-                try:
-                    deadline = time.monotonic() + 5
-                    while (await stats_of(side, b"stats"))[step.key] != step.value:
-                        assert time.monotonic() < deadline, f"{kind}: barrier {step} timed out"
-                        await asyncio.sleep(0.01)
-                finally:
-                    await side.close()
+                await _wait_stat(kind, proc, step.key, step.value)
         # anything unexpected left on any connection?
         for i, c in sorted(conns.items()):
             if not c.writer.is_closing():
