@@ -111,6 +111,7 @@ class EtcdLog:
         self.first_key = self.root + b"meta/first"
         self.leader_key = self.root + b"leader"
         self.last_read_revision = 0
+        self.watch_restarts = 0  # broken watches re-established (observability, tests)
 
     def key(self, seq: int) -> bytes:
         return self.log_prefix + b"%020d" % seq
@@ -242,6 +243,7 @@ class EtcdLog:
                             next_seq += 1
                             start = entry.revision + 1
             except (WatchBroken, EtcdUnavailable):
+                self.watch_restarts += 1
                 await asyncio.sleep(0.02)
 
     async def follow(self, after_seq: int) -> AsyncGenerator[LogEntry, None]:
