@@ -57,6 +57,7 @@ _RETRYABLE = frozenset(
 # etcd's "require leader" metadata: a member cut off from the raft leader cancels the watch
 # instead of leaving it silent, so the watcher moves on.
 _REQUIRE_LEADER = (("hasleader", "true"),)
+_STALLED = object()
 
 
 class EtcdError(Exception):
@@ -367,7 +368,7 @@ class EtcdClient:
         end: bytes,
         start_revision: int,
         *,
-        stall_timeout: float = 2.0,
+        stall_timeout: float = 1.0,
     ) -> AsyncGenerator[tuple[int, list[WatchEvent]], None]:
         """Yield (response revision, events) for keys in [start, end) from ``start_revision``.
 
@@ -376,34 +377,54 @@ class EtcdClient:
         request (a hung member). One stream per call; the caller re-establishes.
         """
         call = self.watch_stub.Watch(metadata=_REQUIRE_LEADER)
+        # The stream's reads and writes run as tasks that are never cancelled mid-way: gRPC
+        # cancels the whole call when one of its operations is cancelled (a timed-out
+        # ``wait_for``), and later operations on it raise CancelledError.
+        pending: set[asyncio.Future[Any]] = set()
+
+        async def within(op: Awaitable[Any], what: str) -> Any:
+            fut = asyncio.ensure_future(op)
+            pending.add(fut)
+            done, _ = await asyncio.wait({fut}, timeout=stall_timeout)
+            if not done:
+                return _STALLED
+            pending.discard(fut)
+            try:
+                return fut.result()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.CancelledError) as e:
+                code = e.code() if isinstance(e, grpc.aio.AioRpcError) else None
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise WatchBroken("watch response over the receive limit") from e
+                raise WatchBroken(f"watch {what} failed: {code.name if code else e!r}") from e
+
         try:
             create = rpc.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision)
-            try:
-                await asyncio.wait_for(
-                    call.write(rpc.WatchRequest(create_request=create)), stall_timeout
-                )
-            except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
-                raise WatchBroken(f"watch create failed: {e!r}") from e
+            if (
+                await within(call.write(rpc.WatchRequest(create_request=create)), "create")
+                is _STALLED
+            ):
+                self.rotate()
+                raise WatchBroken("watch create stalled")
+            read: asyncio.Future[Any] | None = None
             asked_progress = False
             while True:
-                try:
-                    resp = await asyncio.wait_for(call.read(), stall_timeout)
-                except TimeoutError:
+                if read is None:
+                    read = asyncio.ensure_future(call.read())
+                    pending.add(read)
+                done, _ = await asyncio.wait({read}, timeout=stall_timeout)
+                if not done:
                     if asked_progress:
                         self.rotate()  # a hung member keeps its socket open
-                        raise WatchBroken("watch stream stalled") from None
+                        raise WatchBroken("watch stream stalled")
                     # Silence is normal on an idle log; a progress request tells a live member
-                    # from a hung one.
+                    # from a hung one (the member answers it on this stream).
                     asked_progress = True
-                    with contextlib.suppress(Exception):
-                        await call.write(
-                            rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
-                        )
+                    progress = rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+                    await within(call.write(progress), "progress request")
                     continue
-                except grpc.aio.AioRpcError as e:
-                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                        raise WatchBroken("watch response over the receive limit") from e
-                    raise WatchBroken(f"watch stream error: {e.code().name}") from e
+                pending.discard(read)
+                finished, read = read, None
+                resp = await within(finished, "read")
                 asked_progress = False
                 if resp is grpc.aio.EOF:
                     raise WatchBroken("watch stream closed")
@@ -419,6 +440,8 @@ class EtcdClient:
                     yield int(resp.header.revision), events
         finally:
             call.cancel()
+            for fut in pending:
+                fut.cancel()
 
 
 async def with_retries(fn: Callable[[], Awaitable[T]], budget: float) -> T:

@@ -191,7 +191,11 @@ class Leadership:
                     self._extend(sent + int(resp.TTL) - self.margin)
                     failures = 0
                     await asyncio.sleep(interval)
-                except _STREAM_ERRORS:
+                except (*_STREAM_ERRORS, asyncio.CancelledError):
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # our own cancellation (step-down, close)
+                    # Otherwise gRPC cancelled the call (the channel rotated): a new stream.
                     if stream is not None:
                         stream.cancel()
                     stream = None
