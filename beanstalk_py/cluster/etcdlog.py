@@ -246,21 +246,29 @@ class EtcdLog:
                 self.watch_restarts += 1
                 await asyncio.sleep(0.02)
 
-    async def follow(self, after_seq: int) -> AsyncGenerator[LogEntry, None]:
-        """Every batch after ``after_seq``, in order, forever: paged catch-up, then a watch;
-        back to paging whenever etcd's history no longer reaches the watch's position."""
+    async def follow(self, after_seq: int, *, revision: int = 0) -> AsyncGenerator[LogEntry, None]:
+        """Every batch after ``after_seq``, in order, forever.
+
+        With ``revision`` (the etcd revision after which batch ``after_seq`` was seen, e.g.
+        kept by a restarted follower) it watches from there first; otherwise, and whenever
+        etcd's history no longer reaches the watch's position, it reads the log in pages and
+        then watches from the revision of the last page. Raises ``LogTruncated`` when batch
+        ``after_seq + 1`` was compacted away.
+        """
         nxt = after_seq + 1
+        watch_from = revision
         while True:
             try:
-                async with contextlib.aclosing(self.read_from(nxt)) as pages:
-                    async for e in pages:
-                        yield e
-                        nxt = e.seq + 1
-                async with contextlib.aclosing(
-                    self.watch_from(self.last_read_revision + 1, nxt)
-                ) as live:
+                if not watch_from:
+                    async with contextlib.aclosing(self.read_from(nxt)) as pages:
+                        async for e in pages:
+                            yield e
+                            nxt = e.seq + 1
+                    watch_from = self.last_read_revision + 1
+                async with contextlib.aclosing(self.watch_from(watch_from, nxt)) as live:
                     async for e in live:
                         yield e
                         nxt = e.seq + 1
             except (RevisionCompacted, EtcdUnavailable):
+                watch_from = 0
                 await asyncio.sleep(0.05)

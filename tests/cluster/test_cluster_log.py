@@ -143,8 +143,12 @@ async def test_compaction_and_catch_up_after_it(etcd_fresh, etcd_client, prefix)
     # A watch from before the compaction is refused by etcd (history is gone) ...
     with pytest.raises(RevisionCompacted):
         await collect(log.watch_from(revisions[30] + 1, 31), 1, timeout=5)
-    # ... and follow() reads the kept batches in pages, then watches for new ones.
-    follower = asyncio.ensure_future(collect(log.follow(69), 36))
+    # ... and so is a restarted follower's watch from where it stopped; follow() falls back
+    # to reading the log in pages: LogTruncated for the follower at 30, the kept batches for
+    # the one at 69, and then new batches through a watch.
+    with pytest.raises(LogTruncated):
+        await collect(log.follow(30, revision=revisions[30] + 1), 1, timeout=5)
+    follower = asyncio.ensure_future(collect(log.follow(69, revision=revisions[69] + 1), 36))
     await asyncio.sleep(0.2)
     for seq in range(101, 106):
         await term.append(log, seq, b"b%d" % seq)
