@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -29,7 +30,8 @@ async def main(endpoints: str, prefix: str, node: str) -> None:
     cfg = parse_cluster_url(f"etcd://{endpoints}/{prefix}")
     client = await EtcdClient.connect(cfg.endpoints)
     log = EtcdLog(client, cfg.prefix)
-    election = Election(client, cfg.prefix, node, f"{node}.example:11300")
+    ttl = int(os.environ.get("BQ_TTL", "1"))  # benchmarks/cluster_failover.py --ttl
+    election = Election(client, cfg.prefix, node, f"{node}.example:11300", ttl=ttl)
     emit(event="started", now=time.monotonic())
     term = await election.campaign()
     emit(event="leader", epoch=term.epoch, won_at=term.won_at, valid_until=term.valid_until)
