@@ -210,6 +210,7 @@ class EtcdClient:
         self.max_receive_bytes = max_receive_bytes
         self.rotate_after = rotate_after
         self._deadline_failures = 0
+        self._rotated_at = -1e9
         self._closing: set[asyncio.Task[None]] = set()
         self._open_channel()
 
@@ -242,7 +243,14 @@ class EtcdClient:
         self.maintenance = rpc.MaintenanceStub(self._channel)
 
     def rotate(self) -> None:
-        """Rebuild the channel with the next member first (a hung member keeps its socket)."""
+        """Rebuild the channel with the next member first (a hung member keeps its socket).
+
+        At most once a second: several callers noticing the same hung member must not rotate
+        past the live ones and back to it."""
+        now = time.monotonic()
+        if now - self._rotated_at < 1.0:
+            return
+        self._rotated_at = now
         self._addresses = self._addresses[1:] + self._addresses[:1]
         old = self._channel
         self._open_channel()
@@ -277,19 +285,25 @@ class EtcdClient:
                 self._deadline_failures = 0
                 return result
             except grpc.aio.AioRpcError as e:
-                code = e.code()
-                if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (e.details() or ""):
+                code, details = e.code(), e.details() or ""
+                if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
                     raise RevisionCompacted(0) from e
-                if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in (e.details() or ""):
-                    raise EtcdRequestTooLarge(e.details()) from e
-                if code not in _RETRYABLE:
-                    raise EtcdError(f"{code.name}: {e.details()}") from e
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in details:
+                    raise EtcdRequestTooLarge(details) from e
+                timed_out = code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+                    # etcd answering with our own deadline's expiry ("context deadline
+                    # exceeded", code UNKNOWN) when the call outlived it server-side.
+                    code == grpc.StatusCode.UNKNOWN and "deadline exceeded" in details
+                )
+                overloaded = code == grpc.StatusCode.RESOURCE_EXHAUSTED and "too many" in details
+                if code not in _RETRYABLE and not timed_out and not overloaded:
+                    raise EtcdError(f"{code.name}: {details}") from e
+                if timed_out:
                     self._deadline_failures += 1
                     if self._deadline_failures >= self.rotate_after:
                         self.rotate()
                 if time.monotonic() + pause >= deadline:
-                    raise EtcdUnavailable(f"etcd unavailable ({code.name}: {e.details()})") from e
+                    raise EtcdUnavailable(f"etcd unavailable ({code.name}: {details})") from e
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.1)
 
@@ -442,15 +456,3 @@ class EtcdClient:
             call.cancel()
             for fut in pending:
                 fut.cancel()
-
-
-async def with_retries(fn: Callable[[], Awaitable[T]], budget: float) -> T:
-    """Run ``fn`` until it does not raise ``EtcdUnavailable`` or ``budget`` seconds passed."""
-    deadline = time.monotonic() + budget
-    while True:
-        try:
-            return await fn()
-        except EtcdUnavailable:
-            if time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(0.05)

@@ -45,9 +45,6 @@ def prefix() -> str:
     return "t-" + uuid.uuid4().hex[:10]
 
 
-ClientFactory = Callable[..., Awaitable[object]]
-
-
 @pytest.fixture
 async def etcd_client() -> AsyncIterator[Callable[..., Awaitable[object]]]:
     """``await etcd_client(cluster, order=None, **kw)`` -> a connected EtcdClient; ``order``
