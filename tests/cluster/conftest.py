@@ -15,10 +15,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 import pytest
 from support.etcd import EtcdCluster
 
-HAVE_AETCD = importlib.util.find_spec("aetcd") is not None and (
-    importlib.util.find_spec("grpc") is not None
-)
-if not HAVE_AETCD:
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+if not (installed("aetcd") and installed("grpc")):
     collect_ignore_glob = ["test_cluster_[!r]*.py"]
 
 

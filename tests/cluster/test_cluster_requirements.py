@@ -6,6 +6,13 @@ import importlib.util
 from support.requirements import require
 
 
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def test_etcd_client_installed() -> None:
-    have = all(importlib.util.find_spec(m) is not None for m in ("aetcd", "grpc"))
+    have = installed("aetcd") and installed("grpc")
     require(have, "aetcd + grpcio: pip install 'beanstalk-py[cluster]' (or '.[test]')")
