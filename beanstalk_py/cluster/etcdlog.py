@@ -223,6 +223,7 @@ class EtcdLog:
         ``revision``. Re-establishes a broken watch from the last seen revision + 1; raises
         ``RevisionCompacted`` when that history is gone (``follow`` handles it)."""
         start = revision
+        breaks = 0  # consecutive broken watches without a batch in between
         while True:
             try:
                 async with contextlib.aclosing(
@@ -240,11 +241,17 @@ class EtcdLog:
                                     f"log hole: expected batch {next_seq}, got {entry.seq}"
                                 )
                             yield entry
+                            breaks = 0
                             next_seq += 1
                             start = entry.revision + 1
             except (WatchBroken, EtcdUnavailable):
                 self.watch_restarts += 1
-                await asyncio.sleep(0.02)
+                breaks += 1
+                if breaks % 3 == 0:
+                    # A member cut off from the raft leader cancels every watch at once
+                    # (hasleader) while its socket stays healthy: try the next member.
+                    self.client.rotate()
+                await asyncio.sleep(0.02 if breaks < 3 else 0.1)
 
     async def follow(self, after_seq: int, *, revision: int = 0) -> AsyncGenerator[LogEntry, None]:
         """Every batch after ``after_seq``, in order, forever.
