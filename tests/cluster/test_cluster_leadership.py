@@ -182,3 +182,42 @@ async def test_stalled_leader_fences_itself_and_is_refused(etcd_shared, etcd_cli
         with contextlib.suppress(ProcessLookupError):
             old.signal(signal.SIGCONT)
         await old.close()
+
+
+async def test_followers_see_the_leader_and_its_changes(etcd_shared, etcd_client, prefix):
+    """observe()/watch_leader(): what a follower relays its clients to."""
+    watcher = Election(await etcd_client(etcd_shared), prefix, "f", "f:11300")
+    assert await watcher.observe() is None
+    seen: list[object] = []
+    changed = asyncio.Event()
+
+    async def watch() -> None:
+        async with contextlib.aclosing(watcher.watch_leader()) as it:
+            async for info in it:
+                seen.append(info)
+                changed.set()
+
+    async def next_change() -> object:
+        await asyncio.wait_for(changed.wait(), 10)
+        changed.clear()
+        return seen[-1]
+
+    task = asyncio.ensure_future(watch())
+    try:
+        assert await next_change() is None  # vacant at first
+        a = await Election(await etcd_client(etcd_shared), prefix, "a", "10.0.0.1:11300").campaign()
+        info = await next_change()
+        assert (info.node_id, info.advertise, info.epoch) == ("a", "10.0.0.1:11300", a.epoch)
+        assert await watcher.observe() == info
+        await a.resign()
+        assert await next_change() is None
+        b = await Election(await etcd_client(etcd_shared), prefix, "b", "10.0.0.2:11300").campaign()
+        info = await next_change()
+        assert (info.node_id, info.advertise, info.epoch) == ("b", "10.0.0.2:11300", b.epoch)
+        assert b.epoch > a.epoch
+        await b.resign()
+        assert await next_change() is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
