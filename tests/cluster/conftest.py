@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 import pytest
-from support.etcd import EtcdCluster
+from support.etcd import ClientFactory, EtcdCluster
 
 
 def installed(module: str) -> bool:
@@ -51,7 +52,7 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def etcd_client() -> AsyncIterator[Callable[..., Awaitable[object]]]:
+async def etcd_client() -> AsyncIterator[ClientFactory]:
     """``await etcd_client(cluster, order=None, **kw)`` -> a connected EtcdClient; ``order``
     lists member indexes in the order of the gRPC target (pick_first uses the first)."""
     from beanstalk_py.cluster.client import EtcdClient
@@ -60,7 +61,7 @@ async def etcd_client() -> AsyncIterator[Callable[..., Awaitable[object]]]:
     made: list[EtcdClient] = []
 
     async def make(
-        cluster: EtcdCluster, order: Sequence[int] | None = None, **kw: object
+        cluster: EtcdCluster, order: Sequence[int] | None = None, **kw: Any
     ) -> EtcdClient:
         endpoints = parse_cluster_url(cluster.url).endpoints
         if order is not None:

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections.abc import Callable
 
 import pytest
+from support.etcd import ClientFactory, EtcdCluster
 
 from beanstalk_py.cluster.client import EtcdUnavailable
 from beanstalk_py.cluster.etcdlog import EtcdLog, Fenced
@@ -17,7 +19,7 @@ from beanstalk_py.cluster.leadership import Election, NotLeader
 pytestmark = pytest.mark.timeout(90)
 
 
-async def wait_for(predicate, timeout: float, what: str) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -25,8 +27,8 @@ async def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 async def test_kill_9_of_the_etcd_leader_stalls_appends_then_nothing_is_lost(
-    etcd_fresh, etcd_client, prefix
-):
+    etcd_fresh: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     client = await etcd_client(etcd_fresh)
     election = Election(client, prefix, "a", "a:11300")
     log = EtcdLog(client, prefix)
@@ -86,7 +88,9 @@ async def test_kill_9_of_the_etcd_leader_stalls_appends_then_nothing_is_lost(
     assert stall < 5.0
 
 
-async def test_watch_moves_to_a_live_member_when_its_member_dies(etcd_fresh, etcd_client, prefix):
+async def test_watch_moves_to_a_live_member_when_its_member_dies(
+    etcd_fresh: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     writer_client = await etcd_client(etcd_fresh, order=[1, 2, 0])
     follower_client = await etcd_client(etcd_fresh, order=[0, 1, 2])  # pick_first: member 0
     # A 3 s lease: this test is about the follower's watch, and a 1 s lease may lapse while
@@ -120,7 +124,9 @@ async def test_watch_moves_to_a_live_member_when_its_member_dies(etcd_fresh, etc
     await term.resign()
 
 
-async def test_a_hung_member_does_not_stall_calls_or_watches(etcd_fresh, etcd_client, prefix):
+async def test_a_hung_member_does_not_stall_calls_or_watches(
+    etcd_fresh: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     writer_client = await etcd_client(etcd_fresh, order=[1, 2, 0])
     follower_client = await etcd_client(etcd_fresh, order=[0, 1, 2])
     term = await Election(writer_client, prefix, "w", "w:1", ttl=3).campaign()

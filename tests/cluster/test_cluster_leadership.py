@@ -14,12 +14,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support.etcd import EtcdCluster
+from support.etcd import ClientFactory, EtcdCluster
 
 from beanstalk_py.cluster.etcdlog import EtcdLog
-from beanstalk_py.cluster.leadership import Election
+from beanstalk_py.cluster.leadership import Election, LeaderInfo
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -41,18 +42,18 @@ class Contender:
         )  # fmt: skip
         return cls(proc)
 
-    async def event(self, timeout: float = 15.0) -> dict[str, object]:
+    async def event(self, timeout: float = 15.0) -> dict[str, Any]:
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         assert line, f"contender exited (rc={self.proc.returncode})"
         return dict(json.loads(line))
 
-    async def expect(self, kind: str, timeout: float = 15.0) -> dict[str, object]:
+    async def expect(self, kind: str, timeout: float = 15.0) -> dict[str, Any]:
         ev = await self.event(timeout)
         assert ev["event"] == kind, ev
         return ev
 
-    async def ask(self, command: str) -> dict[str, object]:
+    async def ask(self, command: str) -> dict[str, Any]:
         assert self.proc.stdin is not None
         self.proc.stdin.write(command.encode() + b"\n")
         await self.proc.stdin.drain()
@@ -67,7 +68,9 @@ class Contender:
         await self.proc.wait()
 
 
-async def test_one_leader_at_a_time_across_three_contenders(etcd_shared, etcd_client, prefix):
+async def test_one_leader_at_a_time_across_three_contenders(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     terms_per_node = 4
     records: list[tuple[str, int, float, float]] = []  # node, epoch, won_at, lost_at
     log_reader = EtcdLog(await etcd_client(etcd_shared), prefix)
@@ -107,7 +110,9 @@ async def test_one_leader_at_a_time_across_three_contenders(etcd_shared, etcd_cl
         assert all(e.batch.startswith(by_epoch[e.epoch].encode() + b":") for e in block)
 
 
-async def test_kill_9_of_the_leader_hands_over_quickly(etcd_shared, etcd_client, prefix):
+async def test_kill_9_of_the_leader_hands_over_quickly(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     """Takeover time after SIGKILL of the lease holder, over several runs (printed with -s)."""
     runs = 5
     takeovers = []
@@ -149,7 +154,9 @@ async def test_kill_9_of_the_leader_hands_over_quickly(etcd_shared, etcd_client,
     assert max(takeovers) < 2.5, takeovers
 
 
-async def test_stalled_leader_fences_itself_and_is_refused(etcd_shared, etcd_client, prefix):
+async def test_stalled_leader_fences_itself_and_is_refused(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     old = await Contender.start(etcd_shared, prefix, "old")
     try:
         await old.expect("started")
@@ -184,11 +191,13 @@ async def test_stalled_leader_fences_itself_and_is_refused(etcd_shared, etcd_cli
         await old.close()
 
 
-async def test_followers_see_the_leader_and_its_changes(etcd_shared, etcd_client, prefix):
+async def test_followers_see_the_leader_and_its_changes(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     """observe()/watch_leader(): what a follower relays its clients to."""
     watcher = Election(await etcd_client(etcd_shared), prefix, "f", "f:11300")
     assert await watcher.observe() is None
-    seen: list[object] = []
+    seen: list[LeaderInfo | None] = []
     changed = asyncio.Event()
 
     async def watch() -> None:
@@ -197,7 +206,7 @@ async def test_followers_see_the_leader_and_its_changes(etcd_shared, etcd_client
                 seen.append(info)
                 changed.set()
 
-    async def next_change() -> object:
+    async def next_change() -> LeaderInfo | None:
         await asyncio.wait_for(changed.wait(), 10)
         changed.clear()
         return seen[-1]
@@ -207,12 +216,14 @@ async def test_followers_see_the_leader_and_its_changes(etcd_shared, etcd_client
         assert await next_change() is None  # vacant at first
         a = await Election(await etcd_client(etcd_shared), prefix, "a", "10.0.0.1:11300").campaign()
         info = await next_change()
+        assert info is not None
         assert (info.node_id, info.advertise, info.epoch) == ("a", "10.0.0.1:11300", a.epoch)
         assert await watcher.observe() == info
         await a.resign()
         assert await next_change() is None
         b = await Election(await etcd_client(etcd_shared), prefix, "b", "10.0.0.2:11300").campaign()
         info = await next_change()
+        assert info is not None
         assert (info.node_id, info.advertise, info.epoch) == ("b", "10.0.0.2:11300", b.epoch)
         assert b.epoch > a.epoch
         await b.resign()

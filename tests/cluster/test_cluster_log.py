@@ -4,30 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
+from support.etcd import ClientFactory, EtcdCluster
 
-from beanstalk_py.cluster.client import RevisionCompacted, op_delete_range
+from beanstalk_py.cluster.client import EtcdClient, RevisionCompacted, op_delete_range
 from beanstalk_py.cluster.compaction import compact_log
 from beanstalk_py.cluster.etcdlog import (
     MAX_BATCH_BYTES,
     BatchTooLarge,
     EtcdLog,
     Fenced,
+    LogEntry,
     LogError,
     LogTruncated,
     SequenceGap,
 )
-from beanstalk_py.cluster.leadership import Election
+from beanstalk_py.cluster.leadership import Election, Leadership
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def leader(client, prefix, node="a", **kw):
+async def leader(client: EtcdClient, prefix: str, node: str = "a", **kw: Any) -> Leadership:
     return await Election(client, prefix, node, f"{node}:11300", **kw).campaign()
 
 
-async def test_append_and_read_back_in_order(etcd_shared, etcd_client, prefix):
+async def test_append_and_read_back_in_order(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     client = await etcd_client(etcd_shared)
     log = EtcdLog(client, prefix)
     term = await leader(client, prefix)
@@ -46,7 +52,9 @@ async def test_append_and_read_back_in_order(etcd_shared, etcd_client, prefix):
     await term.resign()
 
 
-async def test_retry_of_a_committed_append_is_idempotent(etcd_shared, etcd_client, prefix):
+async def test_retry_of_a_committed_append_is_idempotent(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     client = await etcd_client(etcd_shared)
     log = EtcdLog(client, prefix)
     term = await leader(client, prefix)
@@ -67,7 +75,9 @@ async def test_retry_of_a_committed_append_is_idempotent(etcd_shared, etcd_clien
     await term.resign()
 
 
-async def test_append_with_an_old_epoch_is_refused(etcd_shared, etcd_client, prefix):
+async def test_append_with_an_old_epoch_is_refused(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     a = await etcd_client(etcd_shared)
     b = await etcd_client(etcd_shared, order=[1, 2, 0])
     log_a, log_b = EtcdLog(a, prefix), EtcdLog(b, prefix)
@@ -93,7 +103,9 @@ async def test_append_with_an_old_epoch_is_refused(etcd_shared, etcd_client, pre
     await term_b.resign()
 
 
-async def test_batch_size_limit_and_large_catch_up_pages(etcd_shared, etcd_client, prefix):
+async def test_batch_size_limit_and_large_catch_up_pages(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     client = await etcd_client(etcd_shared)
     log = EtcdLog(client, prefix)
     term = await leader(client, prefix)
@@ -110,8 +122,10 @@ async def test_batch_size_limit_and_large_catch_up_pages(etcd_shared, etcd_clien
     await term.resign()
 
 
-async def collect(agen, n, timeout=10.0):
-    out = []
+async def collect(
+    agen: AsyncGenerator[LogEntry, None], n: int, timeout: float = 10.0
+) -> list[LogEntry]:
+    out: list[LogEntry] = []
     async with contextlib.aclosing(agen) as it:
         async with asyncio.timeout(timeout):
             async for e in it:
@@ -121,7 +135,9 @@ async def collect(agen, n, timeout=10.0):
     return out
 
 
-async def test_compaction_and_catch_up_after_it(etcd_fresh, etcd_client, prefix):
+async def test_compaction_and_catch_up_after_it(
+    etcd_fresh: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
     client = await etcd_client(etcd_fresh)
     log = EtcdLog(client, prefix)
     term = await leader(client, prefix)

@@ -21,10 +21,15 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from support.requirements import require_binary
+
+if TYPE_CHECKING:  # the cluster extra may be missing: only the type is needed here
+    from beanstalk_py.cluster.client import EtcdClient
 
 ETCD_REASON = "the cluster tests' consensus store (Debian: etcd-server)"
 HEARTBEAT_MS = 100
@@ -243,3 +248,11 @@ class EtcdCluster:
                 text = "(no log)"
             parts.append(f"--- {m.name} ---\n{text}")
         return "\n".join(parts)
+
+
+class ClientFactory(Protocol):
+    """The ``etcd_client`` fixture: ``await etcd_client(cluster, order=[1, 2, 0])``."""
+
+    def __call__(
+        self, cluster: EtcdCluster, order: Sequence[int] | None = None, **kw: Any
+    ) -> Awaitable[EtcdClient]: ...
