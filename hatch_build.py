@@ -35,7 +35,7 @@ CORE = [
     "beanstalk_py/protocol/commands.py",
     "beanstalk_py/protocol/session.py",
     "beanstalk_py/protocol/trace.py",
-    "beanstalk_py/server.py",
+    "beanstalk_py/shell/server.py",
 ]
 
 

@@ -72,7 +72,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "server": (
-        ["beanstalk_py/server.py"],
+        ["beanstalk_py/shell/server.py"],
         [
             TRANSCRIPTS,
             "tests/integration/test_binlog_server.py",
@@ -82,7 +82,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "cli": (
-        ["beanstalk_py/cli.py"],
+        ["beanstalk_py/app/cli.py"],
         ["tests/unit/test_cli.py"],
     ),
 }

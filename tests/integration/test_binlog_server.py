@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from beanstalk_py.binlog import Binlog, OsFileOps
-from beanstalk_py.config import Config
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.server import Server
 from beanstalk_py.system import SystemClock
 
 

@@ -17,7 +17,7 @@ from support.servers import ServerProcess, ours_argv, ours_env, package_root
 
 import beanstalk_py
 import beanstalk_py.core.engine
-from beanstalk_py.build_info import core_kind
+from beanstalk_py.shell.build_info import core_kind
 
 EXPECT_COMPILED = os.environ.get("BEANSTALK_PY_EXPECT_COMPILED") == "1"
 EXPECTED_KIND = "mypyc" if EXPECT_COMPILED else "pure"

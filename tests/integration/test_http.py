@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from beanstalk_py import http
-from beanstalk_py.config import Config
 from beanstalk_py.core.clock import ManualClock
-from beanstalk_py.http import parse_hostport, start_metrics_listener
-from beanstalk_py.server import Server
+from beanstalk_py.shell import httpd
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.httpd import parse_hostport, start_metrics_listener
+from beanstalk_py.shell.server import Server
 
 TIMEOUT = 5.0
 
@@ -127,7 +127,7 @@ async def test_bad_requests(srv: Server, request_bytes: bytes, status: int) -> N
 
 
 async def test_oversized_head_gets_431(srv: Server) -> None:
-    big = b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"a" * http.MAX_HEAD + b"\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"a" * httpd.MAX_HEAD + b"\r\n\r\n"
     assert split(await exchange(srv.port, big))[0] == 431
 
 
@@ -168,7 +168,7 @@ async def test_metrics_listener(srv: Server) -> None:
 
 
 async def test_slow_head_is_closed(srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http, "HEAD_TIMEOUT", 0.05)
+    monkeypatch.setattr(httpd, "HEAD_TIMEOUT", 0.05)
     raw = await exchange(srv.port, b"GET /healthz HTTP/1.1\r\n")
     assert raw == b""
 

@@ -39,10 +39,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from beanstalk_py.config import Config
+from beanstalk_py.shell.config import Config
 
 # What the real loop needs; imported on a thread while EarlyLoop answers.
-LOOP_MODULES = ("asyncio", "concurrent.futures.thread", "beanstalk_py.loops")
+LOOP_MODULES = ("asyncio", "concurrent.futures.thread", "beanstalk_py.shell.loops")
 SEGMENT_NAME = re.compile(r"binlog\.[0-9]+\Z")
 READ_SIZE = 65536
 MAX_SELECT_TIMEOUT = 24 * 3600.0

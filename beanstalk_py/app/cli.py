@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from beanstalk_py import __version__
-from beanstalk_py.config import (
+from beanstalk_py.shell.config import (
     DEFAULT_BINLOG_SIZE,
     DEFAULT_FSYNC_MS,
     DEFAULT_MAX_JOB_SIZE,
@@ -143,13 +143,13 @@ def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 def command(**opts: Any) -> None:
     if opts["show_version"]:
-        from beanstalk_py.build_info import core_kind
+        from beanstalk_py.shell.build_info import core_kind
 
         click.echo(f"beanstalk-py {__version__} (core: {core_kind()}, beanstalkd 1.13 protocol)")
         return
     config = build_config(opts)
-    from beanstalk_py.logs import setup_logging
-    from beanstalk_py.main import run
+    from beanstalk_py.app.lifecycle import run
+    from beanstalk_py.app.logs import setup_logging
 
     setup_logging(config.verbose, config.log_format)
     for flag in ("c", "n"):
@@ -212,7 +212,7 @@ def build_config(opts: dict[str, Any]) -> Config:
 
 def _hardening(cfg: Config, opts: dict[str, Any]) -> None:
     """--output-limit, --allow, TLS and token options, checked now so errors are one line."""
-    from beanstalk_py import security
+    from beanstalk_py.shell import security
 
     cfg.output_limit = opts.get("output_limit", cfg.output_limit)
     cfg.allow = list(opts.get("allow") or ())
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
 
     if args and args[0] == "import-beanstalkd-binlog":
-        from beanstalk_py.importer_cli import import_command
+        from beanstalk_py.app.importer_cli import import_command
 
         import_command.main(args=args[1:], prog_name="beanstalk-py import-beanstalkd-binlog")
         return

@@ -23,8 +23,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from beanstalk_py.config import Config
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.server import Server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,7 +48,7 @@ class StartupError(Exception):
 def run(config: Config) -> int:
     """Serve until a signal stops us; return the process exit code."""
     from beanstalk_py import __version__
-    from beanstalk_py.build_info import core_kind
+    from beanstalk_py.shell.build_info import core_kind
 
     # Shown with -V: an operator (and the image test) can see which core is running.
     log.info("beanstalk-py %s (core: %s)", __version__, core_kind())
@@ -61,7 +61,7 @@ def run(config: Config) -> int:
         return EXIT_BINLOG
     import asyncio
 
-    from beanstalk_py.loops import loop_factory
+    from beanstalk_py.shell.loops import loop_factory
 
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
@@ -75,7 +75,7 @@ def run(config: Config) -> int:
 
 
 def new_server(config: Config) -> Server:
-    from beanstalk_py import security
+    from beanstalk_py.shell import security
 
     security.raise_fd_limit()  # before Server: its connection budget is derived from it
     try:
@@ -88,7 +88,8 @@ def serve_early(config: Config) -> Any:
     """Answer on the socket entry.py bound until the event loop is imported (startup.py).
 
     Returns a ``startup.Early`` to hand over to the loop, or None when not in the plain case."""
-    from beanstalk_py import listen, startup
+    from beanstalk_py.shell import listeners as listen
+    from beanstalk_py.shell import startup
 
     listener = listen.PREBOUND
     if listener is None or not startup.eligible(config):
@@ -107,7 +108,8 @@ def serve_early(config: Config) -> Any:
 
 
 def inherited_sockets(config: Config) -> list[socket.socket] | None:
-    from beanstalk_py import listen, systemd
+    from beanstalk_py.app import systemd
+    from beanstalk_py.shell import listeners as listen
 
     prebound = listen.PREBOUND
     if prebound is not None:
@@ -136,8 +138,8 @@ def import_lazy_modules() -> None:
     for name in (
         "beanstalk_py.binlog",
         "beanstalk_py.binlog.replay",
-        "beanstalk_py.http",
-        "beanstalk_py.metrics",
+        "beanstalk_py.shell.httpd",
+        "beanstalk_py.shell.metrics",
         "prometheus_client",
         "prometheus_client.core",
         "prometheus_client.exposition",
@@ -178,7 +180,7 @@ async def serve(config: Config, early: Any = None) -> int:
     metrics_srv = None
     if config.metrics_addr:
         # Bound before -u and before replay: /readyz answers 503 while the binlog replays.
-        from beanstalk_py.http import start_metrics_listener
+        from beanstalk_py.shell.httpd import start_metrics_listener
 
         try:
             metrics_srv = await start_metrics_listener(server, config.metrics_addr)
@@ -205,7 +207,7 @@ async def serve(config: Config, early: Any = None) -> int:
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     log.info("ready (pid %d)", os.getpid())
-    from beanstalk_py import systemd
+    from beanstalk_py.app import systemd
 
     systemd.ready()
     stopped = server.stopped

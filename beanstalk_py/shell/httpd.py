@@ -121,7 +121,7 @@ class HttpHandler:
         if path == b"/metrics":
             from prometheus_client import CONTENT_TYPE_LATEST
 
-            from beanstalk_py.metrics import exporter_for
+            from beanstalk_py.shell.metrics import exporter_for
 
             return 200, CONTENT_TYPE_LATEST, exporter_for(server).render(), ""
         if path == b"/healthz":

@@ -36,9 +36,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from beanstalk_py import __version__
-from beanstalk_py.build_info import core_kind
 from beanstalk_py.core import stats
 from beanstalk_py.core.ops import OP_NAMES
+from beanstalk_py.shell.build_info import core_kind
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

@@ -23,20 +23,20 @@ import socket
 import time
 from typing import Any
 
-from beanstalk_py import listen, security
-from beanstalk_py.config import Config
 from beanstalk_py.core.clock import Clock
 from beanstalk_py.core.engine import Engine
 from beanstalk_py.core.restore import restore_many
-from beanstalk_py.metrics import (
+from beanstalk_py.protocol.session import Pending, Session
+from beanstalk_py.protocol.trace import TracingSession
+from beanstalk_py.shell import listeners, security
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.metrics import (
     BATCH_BUCKETS,
     BATCH_SAMPLE_MASK,
     COMMAND_NAMES,
     FSYNC_BUCKETS,
     LatencyHistogram,
 )
-from beanstalk_py.protocol.session import Pending, Session
-from beanstalk_py.protocol.trace import TracingSession
 from beanstalk_py.system import SystemClock, SystemHost
 
 WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
@@ -165,7 +165,7 @@ class Connection:
         self.server._not_ready.append((self, data))
 
     def _become_http(self, data: bytes) -> None:
-        from beanstalk_py.http import HttpHandler
+        from beanstalk_py.shell.httpd import HttpHandler
 
         srv = self.server
         sess = self.session
@@ -378,12 +378,12 @@ class Server:
                     srv = await loop.create_server(self._protocol, sock=sock, backlog=1024, **tls)
                 self.servers.append(srv)
         elif cfg.unix_path is not None:
-            sock = listen.bind_unix(cfg.unix_path)
+            sock = listeners.bind_unix(cfg.unix_path)
             self.servers.append(
                 await loop.create_unix_server(self._protocol, sock=sock, backlog=1024, **tls)
             )
         else:
-            sock = listen.bind_tcp(cfg.host, cfg.port)
+            sock = listeners.bind_tcp(cfg.host, cfg.port)
             self.servers.append(
                 await loop.create_server(self._protocol, sock=sock, backlog=1024, **tls)
             )
@@ -446,10 +446,10 @@ class Server:
     async def _listen_plain(self, addr: str) -> Any:
         """The --plain-listen listener: ``HOST:PORT``, ``[V6]:PORT`` or ``unix:PATH``."""
         if addr.startswith("unix:"):
-            sock = listen.bind_unix(addr[5:])
+            sock = listeners.bind_unix(addr[5:])
             return await self.loop.create_unix_server(self._protocol, sock=sock, backlog=1024)
         host, port = security.split_host_port(addr)
-        sock = listen.bind_tcp(host, port)
+        sock = listeners.bind_tcp(host, port)
         return await self.loop.create_server(self._protocol, sock=sock, backlog=1024)
 
     @property

@@ -15,24 +15,24 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from beanstalk_py.config import Config
+    from beanstalk_py.shell.config import Config
 
 PLAIN_FLAGS = "b:f:Fl:p:u:z:s:V"  # the subset of cli.py's short flags read here
 
 
 def main() -> None:
-    from beanstalk_py import listen
+    from beanstalk_py.shell import listeners as listen
 
     argv = sys.argv[1:]
     listen.PREBOUND = listen.prebind(argv)
     config = plain_config(argv)
     if config is None:
-        from beanstalk_py import cli
+        from beanstalk_py.app import cli
 
         cli.main()
         return
-    from beanstalk_py.logs import setup_logging
-    from beanstalk_py.main import run
+    from beanstalk_py.app.lifecycle import run
+    from beanstalk_py.app.logs import setup_logging
 
     setup_logging(config.verbose, config.log_format)
     sys.exit(run(config))
@@ -46,7 +46,7 @@ def plain_config(argv: list[str]) -> Config | None:
         return None
     if args:
         return None
-    from beanstalk_py.config import MAX_JOB_SIZE_LIMIT, Config
+    from beanstalk_py.shell.config import MAX_JOB_SIZE_LIMIT, Config
 
     cfg = Config()
     for flag, value in opts:
