@@ -6,6 +6,7 @@ the user types produces a traceback.
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,8 @@ def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="FILE",
     help="clients must send 'auth <token>' first; FILE holds the token (mode 600)",
 )
-def command(**opts: Any) -> None:
+@click.pass_obj
+def command(prebound: socket.socket | None, /, **opts: Any) -> None:
     if opts["show_version"]:
         from beanstalk_py.shell.build_info import core_kind
 
@@ -157,7 +159,7 @@ def command(**opts: Any) -> None:
             click.echo(
                 f"beanstalk-py: -{flag} flag was removed. binlog is always compacted.", err=True
             )
-    sys.exit(run(config))
+    sys.exit(run(config, prebound))
 
 
 def build_config(opts: dict[str, Any]) -> Config:
@@ -225,11 +227,24 @@ def _hardening(cfg: Config, opts: dict[str, Any]) -> None:
         security.parse_networks(cfg.allow)
         security.tls_from_config(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
         if cfg.plain_listen is not None and not cfg.plain_listen.startswith("unix:"):
-            security.split_host_port(cfg.plain_listen)
+            _plain_listen_address(cfg.plain_listen)
         if cfg.auth_token_file is not None:
             security.load_token(cfg.auth_token_file)
     except security.SecurityConfigError as exc:
         raise click.UsageError(str(exc), None) from None
+
+
+def _plain_listen_address(addr: str) -> None:
+    from beanstalk_py.shell import listeners, security
+
+    try:
+        host, _ = listeners.split_host_port(addr)
+    except listeners.AddressError:
+        host = None
+    if host is None:
+        raise security.SecurityConfigError(
+            f"--plain-listen {addr}: expected HOST:PORT, [IPV6]:PORT or unix:PATH"
+        )
 
 
 def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:
@@ -257,7 +272,8 @@ def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:
     return last_f > last_cap_f
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, prebound: socket.socket | None = None) -> None:
+    """Parse ``argv`` and serve; ``prebound``: the socket entry.py bound before the imports."""
     args = sys.argv[1:] if argv is None else argv
 
     if args and args[0] == "import-beanstalkd-binlog":
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         import_command.main(args=args[1:], prog_name="beanstalk-py import-beanstalkd-binlog")
         return
     try:
-        command.main(args=args, prog_name="beanstalk-py", standalone_mode=False)
+        command.main(args=args, prog_name="beanstalk-py", standalone_mode=False, obj=prebound)
     except click.UsageError as exc:
         click.echo(f"beanstalk-py: {exc.format_message()}", err=True)
         click.echo(command.get_usage(click.Context(command, info_name="beanstalk-py")), err=True)

@@ -1,4 +1,4 @@
-"""Console entry point: bind first, import the rest afterwards (see listen.py, startup.py).
+"""Console entry point: bind first, import the rest afterwards (shell/listeners, shell/startup).
 
 A command line made only of beanstalkd's own short flags (``-l -p -b -f -F -z -s -u -V`` with
 plain, valid values) is read here without click, whose import is a fifth of the time to the
@@ -21,21 +21,21 @@ PLAIN_FLAGS = "b:f:Fl:p:u:z:s:V"  # the subset of cli.py's short flags read here
 
 
 def main() -> None:
-    from beanstalk_py.shell import listeners as listen
+    from beanstalk_py.shell import listeners
 
     argv = sys.argv[1:]
-    listen.PREBOUND = listen.prebind(argv)
+    prebound = listeners.prebind(argv)
     config = plain_config(argv)
     if config is None:
         from beanstalk_py.app import cli
 
-        cli.main()
+        cli.main(argv, prebound=prebound)
         return
     from beanstalk_py.app.lifecycle import run
     from beanstalk_py.app.logs import setup_logging
 
     setup_logging(config.verbose, config.log_format)
-    sys.exit(run(config))
+    sys.exit(run(config, prebound))
 
 
 def plain_config(argv: list[str]) -> Config | None:

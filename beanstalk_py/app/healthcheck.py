@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from beanstalk_py.shell.listeners import split_host_port
+
 __all__ = [
     "DEFAULT_ADDR",
     "ENV_ADDR",
@@ -91,22 +93,12 @@ def parse_addr(addr: str, port: int | None = None) -> Target:
         if port is not None:
             raise ValueError("--port cannot be used with a unix: address")
         return Target(unix_path=path)
-    host, parsed_port = addr, DEFAULT_PORT
-    if addr.startswith("["):
-        end = addr.find("]")
-        if end < 0:
-            raise ValueError(f"unterminated '[' in {addr!r}")
-        host, rest = addr[1:end], addr[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"unexpected {rest!r} after ']' in {addr!r}")
-            parsed_port = _port(rest[1:])
-    elif addr.count(":") == 1:
-        host, port_text = addr.split(":")
-        parsed_port = _port(port_text)
     # More than one ':' without brackets: a bare IPv6 address, default port.
+    host, parsed_port = split_host_port(addr, default_port=DEFAULT_PORT)
     if not host:
         raise ValueError(f"missing host in {addr!r}")
+    if parsed_port == 0:
+        raise ValueError(f"invalid port 0 in {addr!r}")
     return Target(host=host, port=parsed_port if port is None else port)
 
 

@@ -21,13 +21,16 @@ import os
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from beanstalk_py.shell.config import Config
 from beanstalk_py.shell.server import Server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from beanstalk_py.binlog import Binlog, ReplayResult
+    from beanstalk_py.shell.startup import Early
 
 log = logging.getLogger("beanstalk_py.server")
 
@@ -45,15 +48,17 @@ class StartupError(Exception):
         self.code = code
 
 
-def run(config: Config) -> int:
-    """Serve until a signal stops us; return the process exit code."""
+def run(config: Config, prebound: socket.socket | None = None) -> int:
+    """Serve until a signal stops us; return the process exit code.
+
+    ``prebound``: the listening socket entry.py bound before the heavy imports, if any."""
     from beanstalk_py import __version__
     from beanstalk_py.shell.build_info import core_kind
 
     # Shown with -V: an operator (and the image test) can see which core is running.
     log.info("beanstalk-py %s (core: %s)", __version__, core_kind())
     try:
-        early = serve_early(config)
+        early = serve_early(config, prebound)
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
@@ -66,7 +71,7 @@ def run(config: Config) -> int:
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve(config, early))
+        return loop.run_until_complete(serve(config, early, None if early else prebound))
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
@@ -84,20 +89,17 @@ def new_server(config: Config) -> Server:
         raise StartupError(str(exc), 5) from None  # 5: the CLI's usage-error code
 
 
-def serve_early(config: Config) -> Any:
+def serve_early(config: Config, listener: socket.socket | None) -> Early | None:
     """Answer on the socket entry.py bound until the event loop is imported (startup.py).
 
     Returns a ``startup.Early`` to hand over to the loop, or None when not in the plain case."""
-    from beanstalk_py.shell import listeners as listen
     from beanstalk_py.shell import startup
 
-    listener = listen.PREBOUND
     if listener is None or not startup.eligible(config):
         return None
-    listen.PREBOUND = None
     server = new_server(config)
 
-    def replay() -> Any:
+    def replay() -> Binlog:
         binlog = lock_binlog(server, config)
         with replay_errors(binlog, config):
             result = binlog.replay(dict(server.engine.tubes))
@@ -107,13 +109,12 @@ def serve_early(config: Config) -> Any:
     return startup.serve_early(server, listener, replay if config.binlog_dir else None)
 
 
-def inherited_sockets(config: Config) -> list[socket.socket] | None:
+def inherited_sockets(
+    config: Config, prebound: socket.socket | None
+) -> list[socket.socket] | None:
     from beanstalk_py.app import systemd
-    from beanstalk_py.shell import listeners as listen
 
-    prebound = listen.PREBOUND
     if prebound is not None:
-        listen.PREBOUND = None
         return [prebound]
 
     ignored = []
@@ -161,7 +162,9 @@ def drop_privileges(user: str) -> None:
         raise StartupError(f"cannot become {user}: {exc}", EXIT_SETUID) from exc
 
 
-async def serve(config: Config, early: Any = None) -> int:
+async def serve(
+    config: Config, early: Early | None = None, prebound: socket.socket | None = None
+) -> int:
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -174,7 +177,7 @@ async def serve(config: Config, early: Any = None) -> int:
         if early is not None:
             await early.hand_over()
         else:
-            await server.start(inherited_sockets(config))
+            await server.start(inherited_sockets(config, prebound))
     except OSError as exc:
         raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
     metrics_srv = None
@@ -195,8 +198,8 @@ async def serve(config: Config, early: Any = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _drain, server)
-    for sig in early.signals if early is not None else ():
-        signal.raise_signal(sig)  # received while startup.py served
+    for signum in early.signals if early is not None else ():
+        signal.raise_signal(signum)  # received while startup.py served
     binlog = early.binlog if early is not None else None
     if config.binlog_dir is not None and early is None:
         binlog = await open_binlog(server, config)
@@ -234,7 +237,7 @@ def _drain(server: Server) -> None:
     server.engine.drain()
 
 
-async def open_binlog(server: Server, config: Config) -> Any:
+async def open_binlog(server: Server, config: Config) -> Binlog:
     import asyncio
 
     binlog = lock_binlog(server, config)
@@ -249,7 +252,7 @@ async def open_binlog(server: Server, config: Config) -> Any:
 
 
 @contextlib.contextmanager
-def replay_errors(binlog: Any, config: Config) -> Iterator[None]:
+def replay_errors(binlog: Binlog, config: Config) -> Iterator[None]:
     """A replay that cannot read its files is a one-line start-up error, not a traceback."""
     try:
         yield
@@ -261,7 +264,7 @@ def replay_errors(binlog: Any, config: Config) -> Iterator[None]:
         ) from exc
 
 
-def lock_binlog(server: Server, config: Config) -> Any:
+def lock_binlog(server: Server, config: Config) -> Binlog:
     from beanstalk_py.binlog import Binlog, BinlogLocked
 
     assert config.binlog_dir is not None
@@ -284,7 +287,7 @@ def lock_binlog(server: Server, config: Config) -> Any:
     return binlog
 
 
-def restore(server: Server, binlog: Any, result: Any) -> None:
+def restore(server: Server, binlog: Binlog, result: ReplayResult) -> None:
     for warning in result.warnings:
         log.warning("binlog: %s", warning)
     t0 = time.perf_counter()

@@ -59,9 +59,8 @@ def test_early_loop_serves_then_hands_over_to_asyncio() -> None:
     listener = listeners.bind_tcp("127.0.0.1", 0)
     port = listener.getsockname()[1]
     early = startup.EarlyLoop()
-    server._loop = early
-    server.early = True
-    early.serve(listener, server._protocol)
+    server.run_early(early)
+    early.serve(listener, server.protocol_factory)
 
     worker = socket.create_connection(("127.0.0.1", port), timeout=5)
     waiter = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -115,9 +114,8 @@ def test_unsent_replies_and_a_close_move_with_the_connection() -> None:
     listener = listeners.bind_tcp("127.0.0.1", 0)
     port = listener.getsockname()[1]
     early = startup.EarlyLoop()
-    server._loop = early
-    server.early = True
-    early.serve(listener, server._protocol)
+    server.run_early(early)
+    early.serve(listener, server.protocol_factory)
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
     client.connect(("127.0.0.1", port))
@@ -156,9 +154,8 @@ def test_a_deadline_decades_away_does_not_stop_the_early_loop() -> None:
     server = Server(Config(host="127.0.0.1", port=0))
     listener = listeners.bind_tcp("127.0.0.1", 0)
     early = startup.EarlyLoop()
-    server._loop = early
-    server.early = True
-    early.serve(listener, server._protocol)
+    server.run_early(early)
+    early.serve(listener, server.protocol_factory)
     client = socket.create_connection(listener.getsockname(), timeout=5)
     client.sendall(b"pause-tube default 4294967295\r\nlist-tube-used\r\n")
     reply = b"PAUSED\r\nUSING default\r\n"

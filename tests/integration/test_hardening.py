@@ -258,7 +258,7 @@ async def test_allow_list_rejects_other_networks() -> None:
         r, w = await connect(srv.port)
         assert await closed_by_server(r)
         assert srv.rejected_connections == 1
-        assert srv.gate.rejected_not_allowed == 1
+        assert srv.admission.rejected_not_allowed == 1
         w.close()
 
 

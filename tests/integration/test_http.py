@@ -13,7 +13,8 @@ import pytest
 from beanstalk_py.core.clock import ManualClock
 from beanstalk_py.shell import httpd
 from beanstalk_py.shell.config import Config
-from beanstalk_py.shell.httpd import parse_hostport, start_metrics_listener
+from beanstalk_py.shell.httpd import start_metrics_listener
+from beanstalk_py.shell.listeners import split_host_port as parse_hostport
 from beanstalk_py.shell.server import Server
 
 TIMEOUT = 5.0
