@@ -77,11 +77,11 @@ NAMED: list[Named] = [
     Named(
         "no-fsync-under-f",
         "3. no fsync under -f MS (the sync schedule removed)",
-        "beanstalk_py/shell/server.py",
+        "beanstalk_py/shell/commit.py",
         (
             (
-                "        if self.binlog.sync_deadline() is not None and not self._always_sync:\n"
-                "            self._schedule_sync()\n",
+                "        if binlog.sync_deadline() is not None and not self.always_sync:\n"
+                "            self.schedule_sync()\n",
                 "",
             ),
         ),

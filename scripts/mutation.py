@@ -72,7 +72,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "server": (
-        ["beanstalk_py/shell/server.py"],
+        [
+            "beanstalk_py/shell/server.py",
+            "beanstalk_py/shell/connection.py",
+            "beanstalk_py/shell/commit.py",
+        ],
         [
             TRANSCRIPTS,
             "tests/integration/test_binlog_server.py",

@@ -37,9 +37,9 @@ counters changed without a record: reserves,   none      the values of the job's
 timeouts (as beanstalkd)
 =============================================  ========  ===================================
 
-Records are only buffered by these calls. The shell (``server.py``) decides *when* bytes reach
-the disk: once per event-loop iteration it flushes the journal and releases the replies only
-after it, so a reply that acknowledges a change never leaves before its record was written.
+Records are only buffered by these calls. The shell (``shell/commit.py``) decides *when* bytes
+reach the disk: once per event-loop iteration it flushes the journal and releases the replies
+only after it, so a reply that acknowledges a change never leaves before its record was written.
 
 The read-only counters (``oldest_index`` ... ``max_size``) are the binlog-* fields of ``stats``;
 ``NullJournal`` reports zeros, as beanstalkd does without ``-b``.

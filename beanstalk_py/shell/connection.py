@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from beanstalk_py.protocol.session import Session
-from beanstalk_py.protocol.trace import TracingSession
+from beanstalk_py.protocol.tracing import TracingSession
 from beanstalk_py.shell.metrics import (
     BATCH_BUCKETS,
     BATCH_SAMPLE_MASK,
@@ -48,7 +48,7 @@ class Connection:
         "_cont",
         "_first",
         "_reading",
-        "_write_blocked",
+        "_write_paused",
         "eof",
         "http",
         "name",
@@ -63,7 +63,7 @@ class Connection:
         self.transport: Any = None
         self.session: Session | None = None
         self._reading = True
-        self._write_blocked = False
+        self._write_paused = False
         self.eof = False
         self.name = ""
         self._first: bytes | None = b""  # opening bytes until we know whether this is HTTP
@@ -206,7 +206,7 @@ class Connection:
         # While a reserve waits the socket is still read (so a half-close is seen, as with
         # beanstalkd's EPOLLRDHUP), but only up to a small buffer of pipelined input.
         want = (
-            not self._write_blocked
+            not self._write_paused
             and not sess.closing
             and not sess.output_full
             and not (sess.waiting and sess.buffered > WAIT_INPUT_LIMIT)
@@ -219,11 +219,11 @@ class Connection:
                 self.transport.pause_reading()
 
     def pause_writing(self) -> None:
-        self._write_blocked = True
+        self._write_paused = True
         self.sync_reading()
 
     def resume_writing(self) -> None:
-        self._write_blocked = False
+        self._write_paused = False
         if self.session is not None and not self.session.disconnected:
             self.sync_reading()
             if self.session.output_full:
@@ -253,7 +253,7 @@ class Connection:
             return
         if tr is None or tr.is_closing():
             return
-        if self._write_blocked or self.server.commit.holds(sess):
+        if self._write_paused or self.server.commit.holds(sess):
             return  # resume_writing / the fsync's write call us again
         sess.feed(b"")
         self.sync_reading()

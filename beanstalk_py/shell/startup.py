@@ -17,7 +17,7 @@ Invariants:
 - ``run_in_executor`` runs its function inline (the fsync of ``-f 0``); its callbacks run on a
   later turn, as on the loop, so a reply held for an fsync is written after the fsync.
 - Timers run by ``time.monotonic``, the engine's clock: delays and TTRs fire on time.
-- HTTP on the beanstalk port waits for the real loop (``Server.early``; http.py needs asyncio).
+- HTTP on the beanstalk port waits for the real loop (``Server.early``; httpd.py needs asyncio).
 - SIGTERM, SIGINT and SIGUSR1 end the early phase and are raised again once the loop's
   handlers are installed (``Early.signals``), so they act as at any other time.
 """
@@ -50,7 +50,7 @@ LOOP_MODULES = ("asyncio", "concurrent.futures.thread", "beanstalk_py.shell.loop
 SEGMENT_NAME = re.compile(r"binlog\.[0-9]+\Z")
 READ_SIZE = 65536
 MAX_SELECT_TIMEOUT = 24 * 3600.0
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # main.serve handles them
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # app.lifecycle.serve handles them
 
 
 def eligible(config: Config) -> bool:
