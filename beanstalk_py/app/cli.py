@@ -26,15 +26,11 @@ from beanstalk_py.shell.config import (
 EXIT_USAGE = 5
 
 
-def _size(value: str, flag: str) -> int:
+def _size(value: str) -> int:
     # beanstalkd reads sizes with sscanf("%zu"): a plain decimal number, nothing else.
     if not value.isdigit():
         raise click.UsageError(f"invalid size: {value}", None)
     return int(value)
-
-
-def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    return value
 
 
 @click.command(
@@ -164,14 +160,13 @@ def command(prebound: socket.socket | None, /, **opts: Any) -> None:
 
 def build_config(opts: dict[str, Any]) -> Config:
     cfg = Config()
-    listen = opts["listen"]
-    if listen is not None:
-        if listen.startswith("unix:"):
-            cfg.unix_path = listen[5:]
-            if not cfg.unix_path:
-                raise click.UsageError("unix: needs a path", None)
-        else:
-            cfg.host = listen.strip("[]")
+    if opts["listen"] is not None:
+        from beanstalk_py.shell.listeners import AddressError, listen_address
+
+        try:
+            cfg.host, cfg.unix_path = listen_address(opts["listen"])
+        except AddressError as bad:  # -l unix: (no path)
+            raise click.UsageError(str(bad), None) from None
     if opts["port"] is not None:
         port = opts["port"]
         if not port.isdigit() or int(port) > 65535:
@@ -179,19 +174,19 @@ def build_config(opts: dict[str, Any]) -> Config:
         cfg.port = int(port)
         cfg.port_given = True
     if opts["max_job_size"] is not None:
-        size = _size(opts["max_job_size"], "-z")
+        size = _size(opts["max_job_size"])
         if size > MAX_JOB_SIZE_LIMIT:
             click.echo(f"beanstalk-py: maximum job size was set to {MAX_JOB_SIZE_LIMIT}", err=True)
             size = MAX_JOB_SIZE_LIMIT
         cfg.max_job_size = size
     if opts["binlog_size"] is not None:
-        cfg.binlog_size = _size(opts["binlog_size"], "-s")
+        cfg.binlog_size = _size(opts["binlog_size"])
         if cfg.binlog_size < 1:
             raise click.UsageError(f"invalid size: {opts['binlog_size']}", None)
     # -f and -F apply in command-line order in beanstalkd; click loses the order, so the
     # later of the two on the command line wins (looked up in sys.argv).
     if opts["fsync_ms"] is not None:
-        cfg.fsync_ms = _size(opts["fsync_ms"], "-f")
+        cfg.fsync_ms = _size(opts["fsync_ms"])
     if opts["no_fsync"] and not _fsync_after_no_fsync():
         cfg.fsync_ms = None
     if opts["binlog_dir"] is not None:

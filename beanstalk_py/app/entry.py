@@ -57,12 +57,12 @@ def plain_config(argv: list[str]) -> Config | None:
         elif flag == "-u":
             cfg.user = value
         elif flag == "-l":
-            if value.startswith("unix:"):
-                if len(value) == 5:
-                    return None
-                cfg.unix_path, cfg.host = value[5:], None
-            else:
-                cfg.host, cfg.unix_path = value.strip("[]"), None
+            from beanstalk_py.shell.listeners import AddressError, listen_address
+
+            try:
+                cfg.host, cfg.unix_path = listen_address(value)
+            except AddressError:
+                return None  # cli.py reports it
         elif flag == "-b":
             if not os.path.isdir(value):
                 return None

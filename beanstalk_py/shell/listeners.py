@@ -96,15 +96,32 @@ def prebind(argv: list[str]) -> socket.socket | None:
             port = int(value)
     if any(a.startswith("--tls") for a in argv):
         return None
+    unix_path = None
+    if host is not None:
+        try:
+            host, unix_path = listen_address(host)
+        except AddressError:
+            return None
     with contextlib.suppress(OSError):
-        if host is not None and host.startswith("unix:"):
-            return bind_unix(host[5:])
-        return bind_tcp(host.strip("[]") if host else None, port)
+        if unix_path is not None:
+            return bind_unix(unix_path)
+        return bind_tcp(host or None, port)
     return None
 
 
 class AddressError(ValueError):
     """A malformed ``HOST:PORT`` (a usage error at start-up, never a traceback)."""
+
+
+def listen_address(value: str) -> tuple[str | None, str | None]:
+    """The ``-l`` value: ``(host, None)``, or ``(None, path)`` for ``unix:PATH``.
+
+    A host may be written ``[V6ADDR]``; the brackets are dropped."""
+    if value.startswith("unix:"):
+        if len(value) == 5:
+            raise AddressError("unix: needs a path")
+        return None, value[5:]
+    return value.strip("[]"), None
 
 
 def split_host_port(addr: str, *, default_port: int | None = None) -> tuple[str | None, int]:
