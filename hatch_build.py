@@ -35,6 +35,8 @@ CORE = [
     "beanstalk_py/protocol/commands.py",
     "beanstalk_py/protocol/session.py",
     "beanstalk_py/protocol/tracing.py",
+    "beanstalk_py/shell/connection.py",
+    "beanstalk_py/shell/commit.py",
     "beanstalk_py/shell/server.py",
 ]
 

@@ -48,8 +48,10 @@ class GroupCommit:
         clock: Clock,
         loop: Callable[[], Any],
         on_fail: Callable[[BaseException], None],
+        connection_of: Callable[[Session], Connection | None],
     ) -> None:
         self.clock = clock
+        self.connection_of = connection_of  # None once the connection is gone
         self._loop = loop  # returns the server's current loop (it moves off the early loop)
         self._on_fail = on_fail
         self.binlog: DurableJournal | None = None
@@ -174,6 +176,3 @@ class GroupCommit:
                 self.start_fsync()
             else:
                 self.schedule_sync()
-
-    # set by the Server: the connection a session belongs to (None once it is gone)
-    connection_of: Callable[[Session], Connection | None]

@@ -190,7 +190,7 @@ class Connection:
             sess is not None
             and (sess.closing or self.eof)
             and not sess.out
-            and not self.server.commit.holds(sess)
+            and not self.server.group_commit.holds(sess)
             and not sess.waiting
             and not sess.output_full
             and self.transport is not None
@@ -253,7 +253,7 @@ class Connection:
             return
         if tr is None or tr.is_closing():
             return
-        if self._write_paused or self.server.commit.holds(sess):
+        if self._write_paused or self.server.group_commit.holds(sess):
             return  # resume_writing / the fsync's write call us again
         sess.feed(b"")
         self.sync_reading()
@@ -273,4 +273,4 @@ class Connection:
                 conn_log.info("close %s", self.name)
             srv.after_input()
             srv.sessions.pop(sess, None)
-            srv.commit.forget(sess)
+            srv.group_commit.forget(sess)

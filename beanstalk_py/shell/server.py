@@ -71,9 +71,10 @@ class Server:
         self._timer: Any = None  # the one TimerHandle (asyncio's or uvloop's)
         self._timer_when = math.inf
         # writes and fsyncs the binlog, holds -f 0 replies until their batch is durable
-        self.commit = GroupCommit(self.clock, lambda: self.loop, self._fail)
-        self.commit.attach(binlog, config.fsync_ms)
-        self.commit.connection_of = self.sessions.get
+        self.group_commit = GroupCommit(
+            self.clock, lambda: self.loop, self._fail, self.sessions.get
+        )
+        self.group_commit.attach(binlog, config.fsync_ms)
         self.failed = False
         self.ready = True  # False while the binlog replays: connections wait
         self._not_ready: list[tuple[Connection, bytes]] = []
@@ -160,17 +161,17 @@ class Server:
             self._timer.cancel()
             self._timer = None
         self._timer_when = math.inf
-        self.commit.cancel_timer()
+        self.group_commit.cancel_timer()
         self._arm_timer()
         if self.binlog is not None:
-            self.commit.schedule_sync()
+            self.group_commit.schedule_sync()
 
     def attach_binlog(self, binlog: Binlog) -> None:
         """Start journaling to ``binlog`` (after replay, before serving commands)."""
         self.binlog = binlog
         self.engine.journal = binlog
         binlog.on_fsync = self.fsync_latency.observe  # called on the fsync worker thread
-        self.commit.attach(binlog, self.config.fsync_ms)
+        self.group_commit.attach(binlog, self.config.fsync_ms)
 
     def restore(self, result: ReplayResult) -> None:
         """Load the jobs a binlog replay built (``ReplayResult``) into the engine, in bulk.
@@ -227,7 +228,7 @@ class Server:
         for srv in self.servers:
             srv.close()
         self.flush()
-        await self.commit.release_held()
+        await self.group_commit.release_held()
         for conn in list(self.conns):
             if conn.transport is not None:
                 conn.transport.close()
@@ -235,12 +236,12 @@ class Server:
             await srv.wait_closed()
         if self._timer is not None:
             self._timer.cancel()
-        self.commit.cancel_timer()
+        self.group_commit.cancel_timer()
 
     # --- the flush after every read ---------------------------------------------------
 
     def after_input(self) -> None:
-        if self.commit.pending:
+        if self.group_commit.pending:
             if not self._flush_pending:
                 self._flush_pending = True
                 self.loop.call_soon(self.flush)
@@ -260,7 +261,7 @@ class Server:
                     continue
                 sess.feed(b"")
                 conn.sync_reading()
-        commit = self.commit
+        commit = self.group_commit
         if commit.pending and not commit.commit():
             return
         dirty = pending.dirty
