@@ -263,7 +263,18 @@ def test_real_systemd_socket_activate(tmp_path: Path) -> None:
         "conn.close()\n"
     )
     proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(path), sys.executable, "-c", script],
+        # -E: the tool passes the children no environment of its own accord, and the child
+        # must import the package under test (not whatever the cwd or site-packages hold).
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(path),
+            "-E",
+            f"PYTHONPATH={env['PYTHONPATH']}",
+            sys.executable,
+            "-c",
+            script,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
