@@ -162,11 +162,11 @@ class Connection:
         srv = self.server
         sess = self.session
         assert sess is not None and self.transport is not None
-        # Not a beanstalk client after all: it must not show in the protocol's counters.
-        sess.close()
-        srv.engine.total_conns -= 1
-        srv.pending.dirty = [s for s in srv.pending.dirty if s is not sess]
+        # Not a beanstalk client after all: it leaves the engine as if it never came. It ran
+        # no command, so it has no replies on the pending lists.
+        sess.withdraw()
         srv.sessions.pop(sess, None)
+        self.session = None
         self.http = HttpHandler(srv, self.transport)
         self.http.feed(data)
 

@@ -141,6 +141,16 @@ async def test_http_client_is_not_a_beanstalk_connection(srv: Server) -> None:
     assert raw == b"USING default\r\n"
 
 
+async def test_http_request_leaves_no_trace_in_stats(srv: Server) -> None:
+    """What a beanstalk client sees after an HTTP request on its port: only itself."""
+    await get(srv.port, "/healthz")
+    await get(srv.port, "/readyz")
+    raw = await exchange(srv.port, b"stats-tube default\r\nstats\r\nquit\r\n")
+    text = raw.decode()
+    assert "\ncurrent-using: 1\n" in text and "\ncurrent-watching: 1\n" in text
+    assert "\ncurrent-connections: 1\n" in text and "\ntotal-connections: 1\n" in text
+
+
 async def test_http_disabled_on_beanstalk_port() -> None:
     server = Server(Config(host="127.0.0.1", port=0, http=False), clock=ManualClock())
     await server.start()
