@@ -34,8 +34,10 @@ CORE = [
     "beanstalk_py/protocol/framing.py",
     "beanstalk_py/protocol/commands.py",
     "beanstalk_py/protocol/session.py",
-    "beanstalk_py/protocol/trace.py",
-    "beanstalk_py/server.py",
+    "beanstalk_py/protocol/tracing.py",
+    "beanstalk_py/shell/connection.py",
+    "beanstalk_py/shell/commit.py",
+    "beanstalk_py/shell/server.py",
 ]
 
 

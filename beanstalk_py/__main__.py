@@ -1,3 +1,3 @@
-from beanstalk_py.entry import main
+from beanstalk_py.app.entry import main
 
 main()

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "browser")]
 
-from beanstalk_py.config import Config  # noqa: E402
 from beanstalk_py.console.api import Request  # noqa: E402
-from beanstalk_py.server import Server  # noqa: E402
+from beanstalk_py.shell.config import Config  # noqa: E402
+from beanstalk_py.shell.server import Server  # noqa: E402
 from beanstalk_py.system import SystemClock  # noqa: E402
 
 QUERIES = (

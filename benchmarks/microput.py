@@ -74,9 +74,10 @@ def main() -> None:
 
     import nullsrv
 
-    import beanstalk_py.server as server_mod
-    from beanstalk_py.config import Config
-    from beanstalk_py.server import Connection, Server
+    import beanstalk_py.shell.server as server_mod
+    from beanstalk_py.shell.config import Config
+    from beanstalk_py.shell.connection import Connection
+    from beanstalk_py.shell.server import Server
 
     compiled = server_mod.__file__.endswith(".so")
     lines: list[tuple[str, float]] = []

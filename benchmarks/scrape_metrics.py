@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from beanstalk_py.config import Config
-from beanstalk_py.metrics import exporter_for
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.metrics import exporter_for
+from beanstalk_py.shell.server import Server
 
 
 async def run(ntubes: int, cap: int, rounds: int) -> None:

@@ -77,11 +77,11 @@ NAMED: list[Named] = [
     Named(
         "no-fsync-under-f",
         "3. no fsync under -f MS (the sync schedule removed)",
-        "beanstalk_py/server.py",
+        "beanstalk_py/shell/commit.py",
         (
             (
-                "        if self.binlog.sync_deadline() is not None and not self._always_sync:\n"
-                "            self._schedule_sync()\n",
+                "        if binlog.sync_deadline() is not None and not self.always_sync:\n"
+                "            self.schedule_sync()\n",
                 "",
             ),
         ),
@@ -89,7 +89,7 @@ NAMED: list[Named] = [
     Named(
         "F-ignored",
         "3. -F ignored",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         (
             (
                 '    if opts["no_fsync"] and not _fsync_after_no_fsync():\n'
@@ -101,37 +101,37 @@ NAMED: list[Named] = [
     Named(
         "auth-token-file-not-applied",
         "4. --auth-token-file parsed but not applied",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         _drop_after_validation("auth_token_file", "None"),
     ),
     Named(
         "tls-client-ca-not-applied",
         "4. --tls-client-ca parsed but not applied",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         _drop_after_validation("tls_client_ca", "None"),
     ),
     Named(
         "allow-not-applied",
         "4. --allow parsed but not applied",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         _drop_after_validation("allow", "[]"),
     ),
     Named(
         "max-jobs-not-applied",
         "4. --max-jobs parsed but not applied",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         (('    cfg.max_jobs = opts["max_jobs"]\n', "    cfg.max_jobs = Config().max_jobs\n"),),
     ),
     Named(
         "no-http-not-applied",
         "4. --no-http parsed but not applied",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         (('    cfg.http = not opts["no_http"]\n', "    cfg.http = True\n"),),
     ),
     Named(
         "log-format-not-applied",
         "4. --log-format parsed but not applied",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         (
             (
                 '    cfg.log_format = opts["log_format"]\n',
@@ -142,7 +142,7 @@ NAMED: list[Named] = [
     Named(
         "output-limit-not-applied",
         "4. --output-limit parsed but not applied",
-        "beanstalk_py/cli.py",
+        "beanstalk_py/app/cli.py",
         (
             (
                 '    cfg.output_limit = opts.get("output_limit", cfg.output_limit)\n',
@@ -153,7 +153,7 @@ NAMED: list[Named] = [
     Named(
         "listen-fds-ignored",
         "5. LISTEN_FDS ignored (socket activation)",
-        "beanstalk_py/main.py",
+        "beanstalk_py/app/lifecycle.py",
         # Only the systemd path: the prebound socket of a plain start is still used.
         (
             (

@@ -75,7 +75,11 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "server": (
-        ["beanstalk_py/server.py"],
+        [
+            "beanstalk_py/shell/server.py",
+            "beanstalk_py/shell/connection.py",
+            "beanstalk_py/shell/commit.py",
+        ],
         [
             TRANSCRIPTS,
             "tests/integration/test_binlog_server.py",
@@ -85,7 +89,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "cli": (
-        ["beanstalk_py/cli.py"],
+        ["beanstalk_py/app/cli.py"],
         ["tests/unit/test_cli.py"],
     ),
 }

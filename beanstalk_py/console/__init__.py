@@ -2,6 +2,6 @@
 
 Nothing here touches the engine directly: everything the console reads or does goes through
 a ``ConsoleBackend`` (``backend.py``), which the server shell implements next to its HTTP
-hook (``beanstalk_py/console_engine.py``). The package only needs the standard library, and
+hook (``beanstalk_py/shell/console_backend.py``). The package only needs the standard library, and
 its static files (``static/``) ship inside the wheel.
 """

@@ -332,6 +332,13 @@ class Engine:
             self.workers -= 1
         client.detach_sinks()
 
+    def withdraw(self, client: Client) -> None:
+        """A connection that was no client (it spoke HTTP before any command) leaves: as
+        ``disconnect``, and it is taken out of ``total-connections`` too."""
+        if client.connected:
+            self.disconnect(client)
+            self.total_conns -= 1
+
     def use(self, client: Client, name: str) -> None:
         """Make ``client`` put into the tube ``name`` (created if needed)."""
         t = self.tube(name)

@@ -37,9 +37,9 @@ counters changed without a record: reserves,   none      the values of the job's
 timeouts (as beanstalkd)
 =============================================  ========  ===================================
 
-Records are only buffered by these calls. The shell (``server.py``) decides *when* bytes reach
-the disk: once per event-loop iteration it flushes the journal and releases the replies only
-after it, so a reply that acknowledges a change never leaves before its record was written.
+Records are only buffered by these calls. The shell (``shell/commit.py``) decides *when* bytes
+reach the disk: once per event-loop iteration it flushes the journal and releases the replies
+only after it, so a reply that acknowledges a change never leaves before its record was written.
 
 ``stats()`` returns a ``JournalStats`` snapshot: the binlog-* fields of ``stats`` and the
 journal's /metrics (all zero for ``NullJournal``, as beanstalkd reports without ``-b``).

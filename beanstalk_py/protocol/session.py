@@ -3,8 +3,7 @@
 A ``Session`` is the framing (``framing.Framer``: bytes in, replies out, no socket) with the
 commands (``commands.Commands``, run against the engine with the connection's ``client``,
 which only the engine changes: used tube, watch set, reserved jobs, waiting), plus what
-belongs to the connection: ``close``, the replies held for an fsync and the shell's
-``pending`` lists.
+belongs to the connection: ``close`` (or ``withdraw``) and the shell's ``pending`` lists.
 
 The session puts itself on ``pending.dirty`` the first time it has something to say, and on
 ``pending.resumed`` when its blocking reserve ends; the shell then writes the replies, or
@@ -33,14 +32,13 @@ class Pending:
 
 
 class Session(Commands):
-    __slots__ = ("disconnected", "held", "pending")
+    __slots__ = ("disconnected", "pending")
 
     def __init__(
         self, engine: Engine, pending: Pending | None = None, auth_token: bytes | None = None
     ) -> None:
         self.pending = pending if pending is not None else Pending()
         self.disconnected = False  # close() ran: the client has left the engine
-        self.held: list[tuple[int, bytes]] = []  # output waiting for an fsync (binlog seq, bytes)
         super().__init__(engine, auth_token)
 
     @property
@@ -53,6 +51,13 @@ class Session(Commands):
 
     def on_output(self) -> None:
         self.pending.dirty.append(self)
+
+    def withdraw(self) -> None:
+        """Not a beanstalk client after all (HTTP on the port): leave as if never connected."""
+        if self.disconnected:
+            return
+        self.disconnected = self.closing = True
+        self.engine.withdraw(self.client)
 
     def close(self) -> None:
         """The connection is gone: return reserved jobs, leave tubes (idempotent)."""

@@ -20,5 +20,5 @@ def need_reference() -> None:
 def need_ours() -> None:
     if ours_kind() == "ours":
         # Not importable is an error, never a skip.
-        importlib.import_module("beanstalk_py.cli")
-        importlib.import_module("beanstalk_py.server")
+        importlib.import_module("beanstalk_py.app.cli")
+        importlib.import_module("beanstalk_py.shell.server")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from support.servers import ours_process
 
-from beanstalk_py.config import Config
 from beanstalk_py.core.clock import ManualClock
-from beanstalk_py.security import SecurityConfigError, load_token
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.security import SecurityConfigError, load_token
+from beanstalk_py.shell.server import Server
 
 TOKEN = b"s3cret-Token_42"
 TIMEOUT = 5.0

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from beanstalk_py.binlog import Binlog, OsFileOps
-from beanstalk_py.config import Config
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.server import Server
 from beanstalk_py.system import SystemClock
 
 
@@ -68,6 +68,7 @@ async def f0_server(tmp_path: Path, ops: GatedOps) -> AsyncIterator[Server]:
     yield server
     ops.gate.set()
     await server.stop()
+    assert server.binlog is not None
     server.binlog.close()
 
 
@@ -116,6 +117,7 @@ async def test_default_policy_replies_after_write_without_waiting_for_fsync(
     finally:
         ops.gate.set()
         await server.stop()
+        assert server.binlog is not None
         server.binlog.close()
 
 

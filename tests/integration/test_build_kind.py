@@ -17,7 +17,7 @@ from support.servers import ServerProcess, ours_argv, ours_env, package_root
 
 import beanstalk_py
 import beanstalk_py.core.engine
-from beanstalk_py.build_info import core_kind
+from beanstalk_py.shell.build_info import core_kind
 
 EXPECT_COMPILED = os.environ.get("BEANSTALK_PY_EXPECT_COMPILED") == "1"
 EXPECTED_KIND = "mypyc" if EXPECT_COMPILED else "pure"
@@ -50,10 +50,13 @@ def test_started_server_process_runs_the_build_under_test() -> None:
         cwd = Path(os.readlink(f"/proc/{srv.pid}/cwd")).resolve()
     mapped = {Path(line.split()[-1]) for line in maps.splitlines() if line.endswith(".so")}
     mypyc_libs = {p for p in mapped if "__mypyc." in p.name}
-    ours = {p for p in mapped if p.resolve().parent == PACKAGE_DIR}
+    ours = {p for p in mapped if PACKAGE_DIR in p.resolve().parents}
     if EXPECT_COMPILED:
         assert [p.resolve().parent for p in mypyc_libs] == [PACKAGE_DIR.parent], mypyc_libs
-        assert any(p.name.startswith("server.") for p in ours), sorted(ours)
+        assert any(
+            p.name.startswith("server.") and p.resolve().parent == PACKAGE_DIR / "shell"
+            for p in ours
+        ), sorted(ours)
     else:
         assert mypyc_libs == set() and ours == set(), sorted(mypyc_libs | ours)
     # `python -m` puts the cwd first on sys.path: it must not hold another beanstalk_py.

@@ -20,7 +20,7 @@ from support.inprocess import running
 from support.servers import ours_argv
 from support.servers import running as running_process
 
-from beanstalk_py.cli import EXIT_USAGE
+from beanstalk_py.app.cli import EXIT_USAGE
 from beanstalk_py.console.api import PREVIEW_BYTES
 
 TIMEOUT = 5.0
@@ -455,7 +455,7 @@ async def test_auth_token_protects_every_path_but_health(tmp_path: Path) -> None
 
 
 async def test_console_on_the_metrics_listener_with_no_http(tmp_path: Path) -> None:
-    from beanstalk_py.http import start_metrics_listener
+    from beanstalk_py.shell.httpd import start_metrics_listener
 
     async with running(http=False, metrics_addr="127.0.0.1:0") as srv:
         listener = await start_metrics_listener(srv, "127.0.0.1:0")

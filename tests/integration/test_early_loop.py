@@ -15,9 +15,9 @@ import socket
 import threading
 import time
 
-from beanstalk_py import listen, startup
-from beanstalk_py.config import Config
-from beanstalk_py.server import Server
+from beanstalk_py.shell import listeners, startup
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.server import Server
 
 
 def recv_exactly(sock: socket.socket, size: int) -> bytes:
@@ -56,12 +56,11 @@ def run_early_until_readable(loop: startup.EarlyLoop, sock: socket.socket, size:
 
 def test_early_loop_serves_then_hands_over_to_asyncio() -> None:
     server = Server(Config(host="127.0.0.1", port=0))
-    listener = listen.bind_tcp("127.0.0.1", 0)
+    listener = listeners.bind_tcp("127.0.0.1", 0)
     port = listener.getsockname()[1]
     early = startup.EarlyLoop()
-    server._loop = early
-    server.early = True
-    early.serve(listener, server._protocol)
+    server.run_early(early)
+    early.serve(listener, server.protocol_factory)
 
     worker = socket.create_connection(("127.0.0.1", port), timeout=5)
     waiter = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -112,12 +111,11 @@ PEEKS = 200  # 12 MB of replies: more than the socket buffers and the 4 MiB outp
 
 def test_unsent_replies_and_a_close_move_with_the_connection() -> None:
     server = Server(Config(host="127.0.0.1", port=0))
-    listener = listen.bind_tcp("127.0.0.1", 0)
+    listener = listeners.bind_tcp("127.0.0.1", 0)
     port = listener.getsockname()[1]
     early = startup.EarlyLoop()
-    server._loop = early
-    server.early = True
-    early.serve(listener, server._protocol)
+    server.run_early(early)
+    early.serve(listener, server.protocol_factory)
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
     client.connect(("127.0.0.1", port))
@@ -154,11 +152,10 @@ def test_unsent_replies_and_a_close_move_with_the_connection() -> None:
 def test_a_deadline_decades_away_does_not_stop_the_early_loop() -> None:
     # pause-tube 4294967295 arms the server's timer ~136 years ahead: too long for epoll.
     server = Server(Config(host="127.0.0.1", port=0))
-    listener = listen.bind_tcp("127.0.0.1", 0)
+    listener = listeners.bind_tcp("127.0.0.1", 0)
     early = startup.EarlyLoop()
-    server._loop = early
-    server.early = True
-    early.serve(listener, server._protocol)
+    server.run_early(early)
+    early.serve(listener, server.protocol_factory)
     client = socket.create_connection(listener.getsockname(), timeout=5)
     client.sendall(b"pause-tube default 4294967295\r\nlist-tube-used\r\n")
     reply = b"PAUSED\r\nUSING default\r\n"

@@ -221,7 +221,7 @@ async def test_connection_flood_past_max_connections_sees_a_close() -> None:
 
 
 def test_default_connection_limit_follows_rlimit_nofile() -> None:
-    from beanstalk_py import security
+    from beanstalk_py.shell import security
 
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     budget = security.connection_budget(0)
@@ -260,7 +260,7 @@ async def test_allow_list_rejects_other_networks() -> None:
         r, w = await connect(srv.port)
         assert await closed_by_server(r)
         assert srv.rejected_connections == 1
-        assert srv.gate.rejected_not_allowed == 1
+        assert srv.admission.rejected_not_allowed == 1
         w.close()
 
 
@@ -273,7 +273,7 @@ async def test_allow_list_serves_matching_networks_and_http() -> None:
 
 
 def test_allow_list_matching() -> None:
-    from beanstalk_py.security import AllowList, SecurityConfigError
+    from beanstalk_py.shell.security import AllowList, SecurityConfigError
 
     allow = AllowList(["127.0.0.0/8", "2001:db8::/32"])
     assert allow.allows(("127.0.0.1", 5))
@@ -498,7 +498,7 @@ def test_fd_exhaustion_closes_new_clients_instead_of_hanging() -> None:
     port = _free_port()
     code = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100)); "
-        "from beanstalk_py.cli import main; sys.argv[0] = 'beanstalk-py'; main()"
+        "from beanstalk_py.app.cli import main; sys.argv[0] = 'beanstalk-py'; main()"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "-l", "127.0.0.1", "-p", str(port)],

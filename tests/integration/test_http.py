@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from beanstalk_py import http
-from beanstalk_py.config import Config
 from beanstalk_py.core.clock import ManualClock
-from beanstalk_py.http import parse_hostport, start_metrics_listener
-from beanstalk_py.server import Server
+from beanstalk_py.shell import httpd
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.httpd import start_metrics_listener
+from beanstalk_py.shell.listeners import split_host_port as parse_hostport
+from beanstalk_py.shell.server import Server
 
 TIMEOUT = 5.0
 
@@ -130,7 +131,7 @@ async def test_bad_requests(srv: Server, request_bytes: bytes, status: int) -> N
 
 
 async def test_oversized_head_gets_431(srv: Server) -> None:
-    big = b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"a" * http.MAX_HEAD + b"\r\n\r\n"
+    big = b"GET /healthz HTTP/1.1\r\n" + b"X-Pad: " + b"a" * httpd.MAX_HEAD + b"\r\n\r\n"
     assert split(await exchange(srv.port, big))[0] == 431
 
 
@@ -141,6 +142,16 @@ async def test_http_client_is_not_a_beanstalk_connection(srv: Server) -> None:
     # A beanstalk client on the same port is unaffected.
     raw = await exchange(srv.port, b"list-tube-used\r\nquit\r\n")
     assert raw == b"USING default\r\n"
+
+
+async def test_http_request_leaves_no_trace_in_stats(srv: Server) -> None:
+    """What a beanstalk client sees after an HTTP request on its port: only itself."""
+    await get(srv.port, "/healthz")
+    await get(srv.port, "/readyz")
+    raw = await exchange(srv.port, b"stats-tube default\r\nstats\r\nquit\r\n")
+    text = raw.decode()
+    assert "\ncurrent-using: 1\n" in text and "\ncurrent-watching: 1\n" in text
+    assert "\ncurrent-connections: 1\n" in text and "\ntotal-connections: 1\n" in text
 
 
 async def test_http_disabled_on_beanstalk_port() -> None:
@@ -171,7 +182,7 @@ async def test_metrics_listener(srv: Server) -> None:
 
 
 async def test_slow_head_is_closed(srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http, "HEAD_TIMEOUT", 0.05)
+    monkeypatch.setattr(httpd, "HEAD_TIMEOUT", 0.05)
     raw = await exchange(srv.port, b"GET /healthz HTTP/1.1\r\n")
     assert raw == b""
 

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from beanstalk_py.config import Config
 from beanstalk_py.core.clock import ManualClock
-from beanstalk_py.metrics import BATCH_SAMPLE_EVERY, OTHER_TUBE
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.metrics import BATCH_SAMPLE_EVERY, OTHER_TUBE
+from beanstalk_py.shell.server import Server
 
 TIMEOUT = 5.0
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from support.servers import ServerProcess, free_port, ours_argv, ours_env
 
-from beanstalk_py import healthcheck
+from beanstalk_py.app import healthcheck
 
 TIMEOUT = 5.0
 ServerProcessFactory = Callable[..., ServerProcess]

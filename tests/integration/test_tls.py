@@ -19,7 +19,7 @@ from support.pki import client_ctx, make_pki
 from support.requirements import require
 from support.servers import ours_process
 
-from beanstalk_py.security import SecurityConfigError, server_ssl_context
+from beanstalk_py.shell.security import SecurityConfigError, server_ssl_context
 
 TIMEOUT = 5.0
 

@@ -30,7 +30,7 @@ DEFAULT_MAX_JOB_SIZE = 65535
 
 
 def our_module_exists(name: str) -> bool:
-    """True if ``name`` (e.g. ``beanstalk_py.server``) can be found, without importing it."""
+    """True if ``name`` (e.g. ``beanstalk_py.shell.server``) can be found, without importing it."""
     try:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
@@ -139,8 +139,8 @@ async def our_server(
     max_job_size: int | None, drain: bool, unix_path: str | None
 ) -> AsyncIterator[ServerHandle]:
     # A package that does not import is an error of every test, never a skip.
-    server_mod = importlib.import_module("beanstalk_py.server")
-    config_mod = importlib.import_module("beanstalk_py.config")
+    server_mod = importlib.import_module("beanstalk_py.shell.server")
+    config_mod = importlib.import_module("beanstalk_py.shell.config")
     clock_mod = importlib.import_module("beanstalk_py.core.clock")
     clock = clock_mod.ManualClock()
     srv = server_mod.Server(_ours_config(config_mod.Config, max_job_size, unix_path), clock=clock)

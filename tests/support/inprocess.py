@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from beanstalk_py.config import Config
 from beanstalk_py.core.clock import ManualClock
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.server import Server
 
 
 @contextlib.asynccontextmanager

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib.machinery
 
-from beanstalk_py.build_info import core_kind
 from beanstalk_py.core import engine
+from beanstalk_py.shell.build_info import core_kind
 
 
 def test_core_kind_follows_how_the_engine_was_loaded() -> None:

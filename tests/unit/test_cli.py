@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from beanstalk_py import __version__
-from beanstalk_py.build_info import core_kind
-from beanstalk_py.cli import _fsync_after_no_fsync, command
+from beanstalk_py.app.cli import _fsync_after_no_fsync, command
+from beanstalk_py.shell.build_info import core_kind
 
 SERVER = [sys.executable, "-m", "beanstalk_py"]
 
@@ -24,7 +24,7 @@ def parse(*args: str) -> dict[str, object]:
 
 
 def config_for(*args: str):  # type: ignore[no-untyped-def]
-    from beanstalk_py.cli import build_config
+    from beanstalk_py.app.cli import build_config
 
     return build_config(parse(*args))
 

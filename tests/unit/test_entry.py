@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from support.servers import ours_env
 
-from beanstalk_py.cli import build_config, command
-from beanstalk_py.entry import plain_config
+from beanstalk_py.app.cli import build_config, command
+from beanstalk_py.app.entry import plain_config
 
 
 def click_config(argv: list[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
@@ -96,7 +96,8 @@ def test_everything_else_is_left_to_click(argv: list[str]) -> None:
 def test_the_way_to_the_first_reply_imports_neither_click_nor_asyncio() -> None:
     code = (
         "import sys\n"
-        "from beanstalk_py import entry, listen, logs, main, startup\n"
+        "from beanstalk_py.app import entry, lifecycle, logs\n"
+        "from beanstalk_py.shell import listeners, startup\n"
         "entry.plain_config(['-l', '127.0.0.1', '-p', '0'])\n"
         "print(sorted(m for m in ('click', 'asyncio', 'uvloop', 'prometheus_client', 'ssl')"
         " if m in sys.modules))\n"

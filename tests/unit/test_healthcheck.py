@@ -1,4 +1,4 @@
-"""Tests for beanstalk_py.healthcheck against real loopback servers.
+"""Tests for beanstalk_py.app.healthcheck against real loopback servers.
 
 Fake servers run in a thread and answer ``stats`` well, badly or not at all; the reference
 ``/usr/bin/beanstalkd`` (skipped when missing) is the real thing.
@@ -21,8 +21,8 @@ import pytest
 from support.requirements import require
 from support.servers import ours_env
 
-from beanstalk_py import healthcheck
-from beanstalk_py.healthcheck import Target, main, parse_addr
+from beanstalk_py.app import healthcheck
+from beanstalk_py.app.healthcheck import Target, main, parse_addr
 
 BEANSTALKD = shutil.which("beanstalkd") or "/usr/bin/beanstalkd"
 

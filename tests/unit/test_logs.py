@@ -1,4 +1,4 @@
-"""Tests for beanstalk_py.logs: levels per -V count, text and JSON lines, idempotence."""
+"""Tests for beanstalk_py.app.logs: levels per -V count, text and JSON lines, idempotence."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.servers import ours_process
 
-from beanstalk_py import logs
+from beanstalk_py.app import logs
 
 TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<logger>\S+) (?P<level>[A-Z]+) (?P<msg>.*)$"
@@ -203,7 +203,7 @@ def test_unknown_format_rejected() -> None:
 def test_default_stream_is_stderr_at_call_time() -> None:
     """Looked up per call, so a redirected sys.stderr is honoured; checked in a clean process."""
     code = (
-        "import logging; from beanstalk_py import logs\n"
+        "import logging; from beanstalk_py.app import logs\n"
         "logs.setup_logging(1, fmt='json')\n"
         "logging.getLogger('beanstalk_py.server').info('to stderr')\n"
     )

@@ -1,4 +1,4 @@
-"""Unit tests for beanstalk_py.metrics: the collector, the tube cap and the fast tube writer.
+"""Unit tests for beanstalk_py.shell.metrics: the collector, the tube cap and the fast tube writer.
 
 State is built by feeding real protocol bytes to real ``Session`` objects over a ``Server``
 that is never started (the collector only reads ``server.engine``, ``.binlog``, ``.config``).
@@ -11,11 +11,12 @@ import math
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from beanstalk_py.build_info import core_kind
-from beanstalk_py.config import Config
 from beanstalk_py.core import stats
 from beanstalk_py.core.clock import ManualClock
-from beanstalk_py.metrics import (
+from beanstalk_py.protocol.session import Session
+from beanstalk_py.shell.build_info import core_kind
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.metrics import (
     BATCH_BUCKETS,
     FSYNC_BUCKETS,
     OTHER_TUBE,
@@ -25,8 +26,7 @@ from beanstalk_py.metrics import (
     tube_rows,
     tube_text,
 )
-from beanstalk_py.protocol.session import Session
-from beanstalk_py.server import Server
+from beanstalk_py.shell.server import Server
 
 
 def make_server(max_tubes: int = 1000) -> Server:

@@ -1,4 +1,4 @@
-"""Tests for beanstalk_py.systemd with real sockets and real fd inheritance.
+"""Tests for beanstalk_py.app.systemd with real sockets and real fd inheritance.
 
 Socket activation is exercised in a child interpreter: the test passes real sockets to it, the
 child moves them onto fds 3, 4, ... (as systemd does), sets LISTEN_PID/LISTEN_FDS and reports
@@ -23,7 +23,7 @@ import pytest
 from support.requirements import require_binary
 from support.servers import ours_env
 
-from beanstalk_py import systemd
+from beanstalk_py.app import systemd
 
 CHILD_TIMEOUT = 20.0
 
@@ -48,7 +48,7 @@ os.environ["LISTEN_FDNAMES"] = ":".join("x" * len(sources))
 if mode == "bad-count":
     os.environ["LISTEN_FDS"] = "two"
 
-from beanstalk_py import systemd
+from beanstalk_py.app import systemd
 
 def describe(sock):
     return {
@@ -255,7 +255,7 @@ def test_real_systemd_socket_activate(tmp_path: Path) -> None:
     path = tmp_path / "activate.sock"
     env = ours_env()
     script = (
-        "from beanstalk_py import systemd\n"
+        "from beanstalk_py.app import systemd\n"
         "sock, warnings = systemd.inherited_listener()\n"
         "sock.settimeout(10)\n"
         "conn, _ = sock.accept()\n"
@@ -263,7 +263,18 @@ def test_real_systemd_socket_activate(tmp_path: Path) -> None:
         "conn.close()\n"
     )
     proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(path), sys.executable, "-c", script],
+        # -E: the tool passes the children no environment of its own accord, and the child
+        # must import the package under test (not whatever the cwd or site-packages hold).
+        [
+            "systemd-socket-activate",
+            "-l",
+            str(path),
+            "-E",
+            f"PYTHONPATH={env['PYTHONPATH']}",
+            sys.executable,
+            "-c",
+            script,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

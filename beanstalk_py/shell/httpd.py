@@ -29,7 +29,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
+
+from beanstalk_py.shell.listeners import split_host_port
+
+if TYPE_CHECKING:
+    from beanstalk_py.shell.metrics import ServerView
 
 log = logging.getLogger("beanstalk_py.metrics")
 
@@ -65,7 +70,7 @@ class HttpHandler:
 
     __slots__ = ("_buf", "_done", "_timer", "server", "transport")
 
-    def __init__(self, server: Any, transport: asyncio.Transport) -> None:
+    def __init__(self, server: ServerView, transport: asyncio.Transport) -> None:
         self.server = server
         self.transport = transport
         self._buf = bytearray()
@@ -165,7 +170,7 @@ class HttpHandler:
         if path == b"/metrics":
             from prometheus_client import CONTENT_TYPE_LATEST
 
-            from beanstalk_py.metrics import exporter_for
+            from beanstalk_py.shell.metrics import exporter_for
 
             return 200, CONTENT_TYPE_LATEST, exporter_for(server).render(), ""
         if path == b"/healthz":
@@ -228,7 +233,7 @@ def _body_length(buf: bytearray, end: int) -> int | None:
 class _MetricsProtocol(asyncio.Protocol):
     """A socket of the ``--metrics-addr`` listener: HTTP only, any method reaches the handler."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ServerView) -> None:
         self.server = server
         self.handler: HttpHandler | None = None
 
@@ -247,23 +252,13 @@ class _MetricsProtocol(asyncio.Protocol):
             self.handler.close()
 
 
-def parse_hostport(addr: str) -> tuple[str | None, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (every interface) -> (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{addr!r}: expected HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or None, int(port)
-
-
-async def start_metrics_listener(server: Any, addr: str) -> asyncio.Server:
+async def start_metrics_listener(server: ServerView, addr: str) -> asyncio.Server:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``addr`` (``--metrics-addr``).
 
     The caller closes the returned server at shutdown. Raises ValueError for a malformed
     address and OSError when it cannot listen.
     """
-    host, port = parse_hostport(addr)
+    host, port = split_host_port(addr)
     loop = asyncio.get_running_loop()
     srv = await loop.create_server(
         lambda: _MetricsProtocol(server), host=host, port=port, reuse_address=True

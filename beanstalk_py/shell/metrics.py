@@ -33,18 +33,22 @@ import bisect
 import heapq
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from beanstalk_py import __version__
-from beanstalk_py.build_info import core_kind
 from beanstalk_py.core import stats
 from beanstalk_py.core.ops import OP_NAMES
+from beanstalk_py.shell.build_info import core_kind
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
+    from beanstalk_py.binlog import Binlog
+    from beanstalk_py.console.api import Console
+    from beanstalk_py.core.engine import Engine
     from beanstalk_py.core.tube import Tube
+    from beanstalk_py.shell.config import Config
 
 PREFIX = "beanstalkd_"
 
@@ -133,7 +137,7 @@ def _tube_metric_name(key: str) -> tuple[str, bool]:
 TUBE_METRICS = tuple(_tube_metric_name(k) for k in stats.TUBE_KEYS)
 
 
-def tube_rows(engine: Any, max_tubes: int) -> tuple[list[tuple[str, tuple[int, ...]]], int]:
+def tube_rows(engine: Engine, max_tubes: int) -> tuple[list[tuple[str, tuple[int, ...]]], int]:
     """Per-tube values as ``(label, values)`` rows, capped, and how many tubes were folded.
 
     Values follow ``stats.TUBE_KEYS``. With more than ``max_tubes`` tubes the ``max_tubes``
@@ -159,6 +163,36 @@ def tube_rows(engine: Any, max_tubes: int) -> tuple[list[tuple[str, tuple[int, .
     return rows, folded
 
 
+class ServerView(Protocol):
+    """What the HTTP endpoints and the collector read of a ``shell.server.Server``."""
+
+    metrics_exporter: Exporter | None  # made on the first scrape (exporter_for)
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def binlog(self) -> Binlog | None: ...
+    @property
+    def ready(self) -> bool: ...  # False while the binlog replays
+    @property
+    def failed(self) -> bool: ...  # a binlog write or fsync failed: stopping
+    @property
+    def rejected_connections(self) -> int: ...
+    @property
+    def reads(self) -> int: ...
+    @property
+    def batch_latency(self) -> LatencyHistogram: ...
+    @property
+    def command_latency(self) -> dict[str, LatencyHistogram]: ...
+    @property
+    def fsync_latency(self) -> LatencyHistogram: ...
+    @property
+    def auth_token(self) -> bytes | None: ...
+    def console_ready(self) -> Console: ...  # the web console, set up on first use
+
+
 class EngineCollector:
     """A prometheus_client collector over one ``Server`` (its engine, binlog and counters).
 
@@ -166,7 +200,7 @@ class EngineCollector:
     itself, about 15 times faster than ``generate_latest`` formats them one sample at a time.
     """
 
-    def __init__(self, server: Any, *, tubes: bool = True) -> None:
+    def __init__(self, server: ServerView, *, tubes: bool = True) -> None:
         self.server = server
         self.tubes = tubes
         self.folded = 0  # set by Exporter.render when tubes=False (it computed the rows)
@@ -222,7 +256,7 @@ class EngineCollector:
         yield counter(
             "connections_rejected",
             "connections closed at accept by limits (max connections, allow list)",
-            getattr(server, "rejected_connections", 0),
+            server.rejected_connections,
         )
         yield counter(
             "binlog_write_bytes",
@@ -238,20 +272,20 @@ class EngineCollector:
             HistogramMetricFamily,
             PREFIX + "binlog_fsync_duration_seconds",
             "binlog fsync latency (one call covers every segment written since the last one)",
-            getattr(server, "fsync_latency", None),
+            server.fsync_latency,
             FSYNC_BUCKETS,
         )
         yield counter(
             "read_batches",
             "socket reads handed to the protocol parser",
-            getattr(server, "reads", 0),
+            server.reads,
         )
         yield _histogram(
             HistogramMetricFamily,
             PREFIX + "read_batch_duration_seconds",
             f"time to process one read's worth of commands, sampled 1 read in "
             f"{BATCH_SAMPLE_EVERY} (count = sampled reads)",
-            getattr(server, "batch_latency", None),
+            server.batch_latency,
             BATCH_BUCKETS,
         )
         by_cmd = HistogramMetricFamily(
@@ -261,7 +295,7 @@ class EngineCollector:
             f"command's processing time",
             labels=["cmd"],
         )
-        for cmd, hist in sorted(getattr(server, "command_latency", {}).items()):
+        for cmd, hist in sorted(server.command_latency.items()):
             by_cmd.add_metric([cmd], _buckets(hist, BATCH_BUCKETS), sum_value=hist.total)
         yield by_cmd
         rows: list[tuple[str, tuple[int, ...]]] = []
@@ -318,7 +352,7 @@ def tube_text(rows: Sequence[tuple[str, tuple[int, ...]]]) -> str:
 class Exporter:
     """What ``GET /metrics`` serves: our collector, the ``process_*`` collector, tube text."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ServerView) -> None:
         from prometheus_client import CollectorRegistry, ProcessCollector
         from prometheus_client import disable_created_metrics as no_created
 
@@ -338,10 +372,9 @@ class Exporter:
         return generate_latest(self.registry) + tube_text(rows).encode("ascii")
 
 
-def exporter_for(server: Any) -> Exporter:
+def exporter_for(server: ServerView) -> Exporter:
     """The server's ``Exporter``, created on first use (prometheus_client loads lazily)."""
-    exp = getattr(server, "_metrics_exporter", None)
+    exp = server.metrics_exporter
     if exp is None:
-        exp = Exporter(server)
-        server._metrics_exporter = exp
+        exp = server.metrics_exporter = Exporter(server)
     return exp

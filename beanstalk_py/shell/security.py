@@ -196,10 +196,10 @@ def connection_budget(max_connections: int) -> int:
     return min(max_connections, by_fds) if max_connections else by_fds
 
 
-# --- the accept-time gate --------------------------------------------------------------------
+# --- admission at accept --------------------------------------------------------------------
 
 
-class Gate:
+class Admission:
     """Decides at accept whether a connection is served; counts and logs the others.
 
     Rejected connections are closed at once (the client sees EOF, never a hang). Log lines
@@ -253,13 +253,3 @@ def _peer(peername: object) -> str:
     if isinstance(peername, tuple) and len(peername) >= 2:
         return f"{peername[0]}:{peername[1]}"
     return str(peername or "unix")
-
-
-def split_host_port(addr: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6ADDR]:PORT`` (``--plain-listen``)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise SecurityConfigError(
-            f"--plain-listen {addr}: expected HOST:PORT, [IPV6]:PORT or unix:PATH"
-        )
-    return host.strip("[]"), int(port)

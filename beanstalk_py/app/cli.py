@@ -6,6 +6,7 @@ the user types produces a traceback.
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import click
 
 from beanstalk_py import __version__
-from beanstalk_py.config import (
+from beanstalk_py.shell.config import (
     DEFAULT_BINLOG_SIZE,
     DEFAULT_FSYNC_MS,
     DEFAULT_MAX_JOB_SIZE,
@@ -25,15 +26,11 @@ from beanstalk_py.config import (
 EXIT_USAGE = 5
 
 
-def _size(value: str, flag: str) -> int:
+def _size(value: str) -> int:
     # beanstalkd reads sizes with sscanf("%zu"): a plain decimal number, nothing else.
     if not value.isdigit():
         raise click.UsageError(f"invalid size: {value}", None)
     return int(value)
-
-
-def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    return value
 
 
 @click.command(
@@ -146,15 +143,16 @@ def _fsync_ms(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     metavar="FILE",
     help="web console: show job bodies and allow actions to holders of this token (mode 600)",
 )
-def command(**opts: Any) -> None:
+@click.pass_obj
+def command(prebound: socket.socket | None, /, **opts: Any) -> None:
     if opts["show_version"]:
-        from beanstalk_py.build_info import core_kind
+        from beanstalk_py.shell.build_info import core_kind
 
         click.echo(f"beanstalk-py {__version__} (core: {core_kind()}, beanstalkd 1.13 protocol)")
         return
     config = build_config(opts)
-    from beanstalk_py.logs import setup_logging
-    from beanstalk_py.main import run
+    from beanstalk_py.app.lifecycle import run
+    from beanstalk_py.app.logs import setup_logging
 
     setup_logging(config.verbose, config.log_format)
     for flag in ("c", "n"):
@@ -162,19 +160,18 @@ def command(**opts: Any) -> None:
             click.echo(
                 f"beanstalk-py: -{flag} flag was removed. binlog is always compacted.", err=True
             )
-    sys.exit(run(config))
+    sys.exit(run(config, prebound))
 
 
 def build_config(opts: dict[str, Any]) -> Config:
     cfg = Config()
-    listen = opts["listen"]
-    if listen is not None:
-        if listen.startswith("unix:"):
-            cfg.unix_path = listen[5:]
-            if not cfg.unix_path:
-                raise click.UsageError("unix: needs a path", None)
-        else:
-            cfg.host = listen.strip("[]")
+    if opts["listen"] is not None:
+        from beanstalk_py.shell.listeners import AddressError, listen_address
+
+        try:
+            cfg.host, cfg.unix_path = listen_address(opts["listen"])
+        except AddressError as bad:  # -l unix: (no path)
+            raise click.UsageError(str(bad), None) from None
     if opts["port"] is not None:
         port = opts["port"]
         if not port.isdigit() or int(port) > 65535:
@@ -182,19 +179,19 @@ def build_config(opts: dict[str, Any]) -> Config:
         cfg.port = int(port)
         cfg.port_given = True
     if opts["max_job_size"] is not None:
-        size = _size(opts["max_job_size"], "-z")
+        size = _size(opts["max_job_size"])
         if size > MAX_JOB_SIZE_LIMIT:
             click.echo(f"beanstalk-py: maximum job size was set to {MAX_JOB_SIZE_LIMIT}", err=True)
             size = MAX_JOB_SIZE_LIMIT
         cfg.max_job_size = size
     if opts["binlog_size"] is not None:
-        cfg.binlog_size = _size(opts["binlog_size"], "-s")
+        cfg.binlog_size = _size(opts["binlog_size"])
         if cfg.binlog_size < 1:
             raise click.UsageError(f"invalid size: {opts['binlog_size']}", None)
     # -f and -F apply in command-line order in beanstalkd; click loses the order, so the
     # later of the two on the command line wins (looked up in sys.argv).
     if opts["fsync_ms"] is not None:
-        cfg.fsync_ms = _size(opts["fsync_ms"], "-f")
+        cfg.fsync_ms = _size(opts["fsync_ms"])
     if opts["no_fsync"] and not _fsync_after_no_fsync():
         cfg.fsync_ms = None
     if opts["binlog_dir"] is not None:
@@ -217,7 +214,7 @@ def build_config(opts: dict[str, Any]) -> Config:
 
 def _hardening(cfg: Config, opts: dict[str, Any]) -> None:
     """--output-limit, --allow, TLS and token options, checked now so errors are one line."""
-    from beanstalk_py import security
+    from beanstalk_py.shell import security
 
     cfg.output_limit = opts.get("output_limit", cfg.output_limit)
     cfg.allow = list(opts.get("allow") or ())
@@ -231,13 +228,26 @@ def _hardening(cfg: Config, opts: dict[str, Any]) -> None:
         security.parse_networks(cfg.allow)
         security.tls_from_config(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
         if cfg.plain_listen is not None and not cfg.plain_listen.startswith("unix:"):
-            security.split_host_port(cfg.plain_listen)
+            _plain_listen_address(cfg.plain_listen)
         if cfg.auth_token_file is not None:
             security.load_token(cfg.auth_token_file)
         if cfg.admin_token_file is not None:
             security.load_token(cfg.admin_token_file, "--admin-token-file")
     except security.SecurityConfigError as exc:
         raise click.UsageError(str(exc), None) from None
+
+
+def _plain_listen_address(addr: str) -> None:
+    from beanstalk_py.shell import listeners, security
+
+    try:
+        host, _ = listeners.split_host_port(addr)
+    except listeners.AddressError:
+        host = None
+    if host is None:
+        raise security.SecurityConfigError(
+            f"--plain-listen {addr}: expected HOST:PORT, [IPV6]:PORT or unix:PATH"
+        )
 
 
 def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:
@@ -265,16 +275,17 @@ def _fsync_after_no_fsync(argv: list[str] | None = None) -> bool:
     return last_f > last_cap_f
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, prebound: socket.socket | None = None) -> None:
+    """Parse ``argv`` and serve; ``prebound``: the socket entry.py bound before the imports."""
     args = sys.argv[1:] if argv is None else argv
 
     if args and args[0] == "import-beanstalkd-binlog":
-        from beanstalk_py.importer_cli import import_command
+        from beanstalk_py.app.importer_cli import import_command
 
         import_command.main(args=args[1:], prog_name="beanstalk-py import-beanstalkd-binlog")
         return
     try:
-        command.main(args=args, prog_name="beanstalk-py", standalone_mode=False)
+        command.main(args=args, prog_name="beanstalk-py", standalone_mode=False, obj=prebound)
     except click.UsageError as exc:
         click.echo(f"beanstalk-py: {exc.format_message()}", err=True)
         click.echo(command.get_usage(click.Context(command, info_name="beanstalk-py")), err=True)

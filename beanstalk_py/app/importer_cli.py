@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from beanstalk_py.config import DEFAULT_BINLOG_SIZE, DEFAULT_MAX_JOB_SIZE
+from beanstalk_py.shell.config import DEFAULT_BINLOG_SIZE, DEFAULT_MAX_JOB_SIZE
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

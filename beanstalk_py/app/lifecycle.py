@@ -21,13 +21,16 @@ import os
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from beanstalk_py.config import Config
-from beanstalk_py.server import Server
+from beanstalk_py.shell.config import Config
+from beanstalk_py.shell.server import Server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from beanstalk_py.binlog import Binlog, ReplayResult
+    from beanstalk_py.shell.startup import Early
 
 log = logging.getLogger("beanstalk_py.server")
 
@@ -45,15 +48,17 @@ class StartupError(Exception):
         self.code = code
 
 
-def run(config: Config) -> int:
-    """Serve until a signal stops us; return the process exit code."""
+def run(config: Config, prebound: socket.socket | None = None) -> int:
+    """Serve until a signal stops us; return the process exit code.
+
+    ``prebound``: the listening socket entry.py bound before the heavy imports, if any."""
     from beanstalk_py import __version__
-    from beanstalk_py.build_info import core_kind
+    from beanstalk_py.shell.build_info import core_kind
 
     # Shown with -V: an operator (and the image test) can see which core is running.
     log.info("beanstalk-py %s (core: %s)", __version__, core_kind())
     try:
-        early = serve_early(config)
+        early = serve_early(config, prebound)
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
@@ -61,12 +66,12 @@ def run(config: Config) -> int:
         return EXIT_BINLOG
     import asyncio
 
-    from beanstalk_py.loops import loop_factory
+    from beanstalk_py.shell.loops import loop_factory
 
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve(config, early))
+        return loop.run_until_complete(serve(config, early, None if early else prebound))
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
@@ -75,7 +80,7 @@ def run(config: Config) -> int:
 
 
 def new_server(config: Config) -> Server:
-    from beanstalk_py import security
+    from beanstalk_py.shell import security
 
     security.raise_fd_limit()  # before Server: its connection budget is derived from it
     try:
@@ -84,19 +89,17 @@ def new_server(config: Config) -> Server:
         raise StartupError(str(exc), 5) from None  # 5: the CLI's usage-error code
 
 
-def serve_early(config: Config) -> Any:
+def serve_early(config: Config, listener: socket.socket | None) -> Early | None:
     """Answer on the socket entry.py bound until the event loop is imported (startup.py).
 
     Returns a ``startup.Early`` to hand over to the loop, or None when not in the plain case."""
-    from beanstalk_py import listen, startup
+    from beanstalk_py.shell import startup
 
-    listener = listen.PREBOUND
     if listener is None or not startup.eligible(config):
         return None
-    listen.PREBOUND = None
     server = new_server(config)
 
-    def replay() -> Any:
+    def replay() -> Binlog:
         binlog = lock_binlog(server, config)
         with replay_errors(binlog, config):
             result = binlog.replay(dict(server.engine.tubes))
@@ -106,12 +109,10 @@ def serve_early(config: Config) -> Any:
     return startup.serve_early(server, listener, replay if config.binlog_dir else None)
 
 
-def inherited_sockets(config: Config) -> list[socket.socket] | None:
-    from beanstalk_py import listen, systemd
+def inherited_sockets(config: Config, prebound: socket.socket | None) -> list[socket.socket] | None:
+    from beanstalk_py.app import systemd
 
-    prebound = listen.PREBOUND
     if prebound is not None:
-        listen.PREBOUND = None
         return [prebound]
 
     ignored = []
@@ -136,8 +137,8 @@ def import_lazy_modules() -> None:
     for name in (
         "beanstalk_py.binlog",
         "beanstalk_py.binlog.replay",
-        "beanstalk_py.http",
-        "beanstalk_py.metrics",
+        "beanstalk_py.shell.httpd",
+        "beanstalk_py.shell.metrics",
         "prometheus_client",
         "prometheus_client.core",
         "prometheus_client.exposition",
@@ -159,7 +160,9 @@ def drop_privileges(user: str) -> None:
         raise StartupError(f"cannot become {user}: {exc}", EXIT_SETUID) from exc
 
 
-async def serve(config: Config, early: Any = None) -> int:
+async def serve(
+    config: Config, early: Early | None = None, prebound: socket.socket | None = None
+) -> int:
     import asyncio
 
     loop = asyncio.get_running_loop()
@@ -172,13 +175,13 @@ async def serve(config: Config, early: Any = None) -> int:
         if early is not None:
             await early.hand_over()
         else:
-            await server.start(inherited_sockets(config))
+            await server.start(inherited_sockets(config, prebound))
     except OSError as exc:
         raise StartupError(f"cannot listen: {exc}", EXIT_SOCKET) from exc
     metrics_srv = None
     if config.metrics_addr:
         # Bound before -u and before replay: /readyz answers 503 while the binlog replays.
-        from beanstalk_py.http import start_metrics_listener
+        from beanstalk_py.shell.httpd import start_metrics_listener
 
         try:
             metrics_srv = await start_metrics_listener(server, config.metrics_addr)
@@ -193,8 +196,8 @@ async def serve(config: Config, early: Any = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _drain, server)
-    for sig in early.signals if early is not None else ():
-        signal.raise_signal(sig)  # received while startup.py served
+    for signum in early.signals if early is not None else ():
+        signal.raise_signal(signum)  # received while startup.py served
     binlog = early.binlog if early is not None else None
     if config.binlog_dir is not None and early is None:
         binlog = await open_binlog(server, config)
@@ -205,7 +208,7 @@ async def serve(config: Config, early: Any = None) -> int:
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     log.info("ready (pid %d)", os.getpid())
-    from beanstalk_py import systemd
+    from beanstalk_py.app import systemd
 
     systemd.ready()
     stopped = server.stopped
@@ -232,7 +235,7 @@ def _drain(server: Server) -> None:
     server.engine.drain()
 
 
-async def open_binlog(server: Server, config: Config) -> Any:
+async def open_binlog(server: Server, config: Config) -> Binlog:
     import asyncio
 
     binlog = lock_binlog(server, config)
@@ -247,7 +250,7 @@ async def open_binlog(server: Server, config: Config) -> Any:
 
 
 @contextlib.contextmanager
-def replay_errors(binlog: Any, config: Config) -> Iterator[None]:
+def replay_errors(binlog: Binlog, config: Config) -> Iterator[None]:
     """A replay that cannot read its files is a one-line start-up error, not a traceback."""
     try:
         yield
@@ -259,7 +262,7 @@ def replay_errors(binlog: Any, config: Config) -> Iterator[None]:
         ) from exc
 
 
-def lock_binlog(server: Server, config: Config) -> Any:
+def lock_binlog(server: Server, config: Config) -> Binlog:
     from beanstalk_py.binlog import Binlog, BinlogLocked
 
     assert config.binlog_dir is not None
@@ -282,7 +285,7 @@ def lock_binlog(server: Server, config: Config) -> Any:
     return binlog
 
 
-def restore(server: Server, binlog: Any, result: Any) -> None:
+def restore(server: Server, binlog: Binlog, result: ReplayResult) -> None:
     for warning in result.warnings:
         log.warning("binlog: %s", warning)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Console entry point: bind first, import the rest afterwards (see listen.py, startup.py).
+"""Console entry point: bind first, import the rest afterwards (shell/listeners, shell/startup).
 
 A command line made only of beanstalkd's own short flags (``-l -p -b -f -F -z -s -u -V`` with
 plain, valid values) is read here without click, whose import is a fifth of the time to the
@@ -15,27 +15,27 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from beanstalk_py.config import Config
+    from beanstalk_py.shell.config import Config
 
 PLAIN_FLAGS = "b:f:Fl:p:u:z:s:V"  # the subset of cli.py's short flags read here
 
 
 def main() -> None:
-    from beanstalk_py import listen
+    from beanstalk_py.shell import listeners
 
     argv = sys.argv[1:]
-    listen.PREBOUND = listen.prebind(argv)
+    prebound = listeners.prebind(argv)
     config = plain_config(argv)
     if config is None:
-        from beanstalk_py import cli
+        from beanstalk_py.app import cli
 
-        cli.main()
+        cli.main(argv, prebound=prebound)
         return
-    from beanstalk_py.logs import setup_logging
-    from beanstalk_py.main import run
+    from beanstalk_py.app.lifecycle import run
+    from beanstalk_py.app.logs import setup_logging
 
     setup_logging(config.verbose, config.log_format)
-    sys.exit(run(config))
+    sys.exit(run(config, prebound))
 
 
 def plain_config(argv: list[str]) -> Config | None:
@@ -46,7 +46,7 @@ def plain_config(argv: list[str]) -> Config | None:
         return None
     if args:
         return None
-    from beanstalk_py.config import MAX_JOB_SIZE_LIMIT, Config
+    from beanstalk_py.shell.config import MAX_JOB_SIZE_LIMIT, Config
 
     cfg = Config()
     for flag, value in opts:
@@ -57,12 +57,12 @@ def plain_config(argv: list[str]) -> Config | None:
         elif flag == "-u":
             cfg.user = value
         elif flag == "-l":
-            if value.startswith("unix:"):
-                if len(value) == 5:
-                    return None
-                cfg.unix_path, cfg.host = value[5:], None
-            else:
-                cfg.host, cfg.unix_path = value.strip("[]"), None
+            from beanstalk_py.shell.listeners import AddressError, listen_address
+
+            try:
+                cfg.host, cfg.unix_path = listen_address(value)
+            except AddressError:
+                return None  # cli.py reports it
         elif flag == "-b":
             if not os.path.isdir(value):
                 return None

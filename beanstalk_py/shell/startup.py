@@ -17,7 +17,7 @@ Invariants:
 - ``run_in_executor`` runs its function inline (the fsync of ``-f 0``); its callbacks run on a
   later turn, as on the loop, so a reply held for an fsync is written after the fsync.
 - Timers run by ``time.monotonic``, the engine's clock: delays and TTRs fire on time.
-- HTTP on the beanstalk port waits for the real loop (``Server.early``; http.py needs asyncio).
+- HTTP on the beanstalk port waits for the real loop (``Server.early``; httpd.py needs asyncio).
 - SIGTERM, SIGINT and SIGUSR1 end the early phase and are raised again once the loop's
   handlers are installed (``Early.signals``), so they act as at any other time.
 """
@@ -37,16 +37,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from beanstalk_py.config import Config
+from beanstalk_py.shell.config import Config
+
+if TYPE_CHECKING:
+    from beanstalk_py.binlog import Binlog
+    from beanstalk_py.shell.server import Server
 
 # What the real loop needs; imported on a thread while EarlyLoop answers.
-LOOP_MODULES = ("asyncio", "concurrent.futures.thread", "beanstalk_py.loops")
+LOOP_MODULES = ("asyncio", "concurrent.futures.thread", "beanstalk_py.shell.loops")
 SEGMENT_NAME = re.compile(r"binlog\.[0-9]+\Z")
 READ_SIZE = 65536
 MAX_SELECT_TIMEOUT = 24 * 3600.0
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # main.serve handles them
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # app.lifecycle.serve handles them
 
 
 def eligible(config: Config) -> bool:
@@ -403,8 +407,8 @@ class Early:
 
     def __init__(
         self,
-        server: Any,
-        binlog: Any,
+        server: Server,
+        binlog: Binlog | None,
         listener: socket.socket,
         conns: list[EarlyTransport],
         signals: list[int],
@@ -434,7 +438,7 @@ def _same(protocol: Any) -> Callable[[], Any]:
 
 
 def serve_early(
-    server: Any, listener: socket.socket, open_binlog: Callable[[], Any] | None
+    server: Server, listener: socket.socket, open_binlog: Callable[[], Binlog] | None
 ) -> Early:
     """Serve on ``listener`` with ``server`` until the event loop is imported.
 
@@ -454,10 +458,9 @@ def serve_early(
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
     try:
-        server._loop = loop
-        server.early = True
+        server.run_early(loop)
         binlog = open_binlog() if open_binlog is not None else None
-        loop.serve(listener, server._protocol)
+        loop.serve(listener, server.protocol_factory)
         # Only now: until the first reply can be given the main thread needs every cycle.
         importer.start()
         loop.run(lambda: bool(server.failed))

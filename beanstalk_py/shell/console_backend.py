@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from beanstalk_py import security
 from beanstalk_py.console.api import Console
 from beanstalk_py.console.auth import ConsoleAuth
 from beanstalk_py.console.backend import JobView, RateSample, TubeRow
@@ -40,6 +39,7 @@ from beanstalk_py.core.ops import (
     OP_RESERVE_WITH_TIMEOUT,
 )
 from beanstalk_py.core.tube import Tube
+from beanstalk_py.shell import security
 
 # The TubeRow counts by attribute, for sorting every tube without building rows.
 _COLUMNS: dict[str, Callable[[Tube], int]] = {

@@ -15,9 +15,6 @@ import stat
 
 BACKLOG = 1024
 
-# The listening socket entry.main bound before the heavy imports, if any (main.py takes it).
-PREBOUND: socket.socket | None = None
-
 
 def bind_unix(path: str) -> socket.socket:
     """A listening UNIX socket at ``path``, replacing a stale socket file (not other files)."""
@@ -100,8 +97,51 @@ def prebind(argv: list[str]) -> socket.socket | None:
             port = int(value)
     if any(a.startswith("--tls") for a in argv):
         return None
+    unix_path = None
+    if host is not None:
+        try:
+            host, unix_path = listen_address(host)
+        except AddressError:
+            return None
     with contextlib.suppress(OSError):
-        if host is not None and host.startswith("unix:"):
-            return bind_unix(host[5:])
-        return bind_tcp(host.strip("[]") if host else None, port)
+        if unix_path is not None:
+            return bind_unix(unix_path)
+        return bind_tcp(host or None, port)
     return None
+
+
+class AddressError(ValueError):
+    """A malformed ``HOST:PORT`` (a usage error at start-up, never a traceback)."""
+
+
+def listen_address(value: str) -> tuple[str | None, str | None]:
+    """The ``-l`` value: ``(host, None)``, or ``(None, path)`` for ``unix:PATH``.
+
+    A host may be written ``[V6ADDR]``; the brackets are dropped."""
+    if value.startswith("unix:"):
+        if len(value) == 5:
+            raise AddressError("unix: needs a path")
+        return None, value[5:]
+    return value.strip("[]"), None
+
+
+def split_host_port(addr: str, *, default_port: int | None = None) -> tuple[str | None, int]:
+    """``HOST:PORT``, ``[V6ADDR]:PORT`` or ``:PORT`` -> ``(host, port)``; no host: None.
+
+    The one parser of TCP addresses (``--plain-listen``, ``--metrics-addr``, the health
+    check). With ``default_port``, ``HOST``, ``[V6ADDR]`` and a bare IPv6 address are
+    accepted too and get that port.
+    """
+    if default_port is not None:
+        if addr.startswith("[") and addr.endswith("]"):
+            addr = f"{addr}:{default_port}"
+        elif ":" not in addr or (not addr.startswith("[") and addr.count(":") > 1):
+            return addr or None, default_port  # HOST, or a bare IPv6 address
+    host, sep, port = addr.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise AddressError(f"{addr!r}: expected HOST:PORT or [IPV6]:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif "[" in host or "]" in host:
+        raise AddressError(f"{addr!r}: expected HOST:PORT or [IPV6]:PORT")
+    return host or None, int(port)
