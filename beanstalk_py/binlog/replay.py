@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.binlog.segments import (
@@ -55,9 +54,11 @@ _JF = fmt.JOB_FIXED_SIZE
 _FB = fmt.FULL_BASE
 
 
-@dataclass
-class RestoredJob:
-    """A read-only view of one replayed job (``ReplayResult.jobs``; tests and tools)."""
+class RestoredJob(NamedTuple):
+    """A read-only view of one replayed job (``ReplayResult.jobs``; tests and tools).
+
+    NamedTuples and a plain class here, not dataclasses: with ``-b`` this module is on the way
+    to the first reply, and importing dataclasses (with inspect) costs start-up time."""
 
     id: int
     tube: str
@@ -76,7 +77,6 @@ class RestoredJob:
     file: int
 
 
-@dataclass
 class ReplayResult:
     """What ``Binlog.replay`` read: the engine's own ``Job`` objects, ready to adopt.
 
@@ -87,15 +87,26 @@ class ReplayResult:
     otherwise; some may end up without jobs). ``buried``: the buried jobs in bury order.
     ``Engine.restore_many(by_id, tubes, buried, next_id)`` takes it as is."""
 
-    by_id: dict[int, Job]
-    tubes: list[Tube]
-    buried: list[Job]
-    next_id: int
-    warnings: list[str] = field(default_factory=list)
-    duration: float = 0.0
-    mono_minus_wall: float = 0.0  # clock.now() - clock.wall() when replay started
-    now_wall: float = 0.0  # clock.wall() when replay ended: passed delays show as READY
-    _view: list[RestoredJob] | None = None
+    def __init__(
+        self,
+        by_id: dict[int, Job],
+        tubes: list[Tube],
+        buried: list[Job],
+        next_id: int,
+        warnings: list[str] | None = None,
+        duration: float = 0.0,
+        mono_minus_wall: float = 0.0,  # clock.now() - clock.wall() when replay started
+        now_wall: float = 0.0,  # clock.wall() when replay ended: passed delays show as READY
+    ) -> None:
+        self.by_id = by_id
+        self.tubes = tubes
+        self.buried = buried
+        self.next_id = next_id
+        self.warnings: list[str] = [] if warnings is None else warnings
+        self.duration = duration
+        self.mono_minus_wall = mono_minus_wall
+        self.now_wall = now_wall
+        self._view: list[RestoredJob] | None = None
 
     @property
     def count(self) -> int:
@@ -141,8 +152,7 @@ def _view_of(job: Job, state: int, deadline_wall: float) -> RestoredJob:
     )
 
 
-@dataclass
-class Replayed:
+class Replayed(NamedTuple):
     """Everything a replay learned, for ``Binlog.adopt``: the engine's jobs (``result``) and
     the writer's bookkeeping of the segments read (closed; their fds are not open)."""
 

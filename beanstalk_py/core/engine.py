@@ -19,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 from beanstalk_py.core.client import Client
@@ -68,7 +67,13 @@ class Engine:
         self.next_id = 1
         self.timers = Timers(self.tubes)
         self.started = clock.now()
-        self.instance_id = instance_id or secrets.token_hex(8)  # stats "id"
+        if not instance_id:
+            # here, not at the top: the server passes its own (importing secrets costs
+            # start-up time); engines built directly, as in the unit tests, make one
+            import secrets
+
+            instance_id = secrets.token_hex(8)
+        self.instance_id = instance_id  # stats "id"
         self.draining = False
         # cmd-* counters (OP_* indices) and the other stats counters
         self.ops = [0] * len(OP_NAMES)

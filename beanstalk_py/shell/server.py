@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,7 @@ class Server:
             max_job_bytes=config.max_job_bytes,
             binlog_max_size=config.binlog_size,
             host=SystemHost(),
+            instance_id=os.urandom(8).hex(),  # stats "id", as beanstalkd's random hex
         )
         self.conns: set[Connection] = set()
         # sessions with output or a finished reserve, and each session's connection
