@@ -50,14 +50,33 @@ TRANSCRIPTS = "tests/integration/test_transcripts_*.py"
 
 #: module group -> (source files to mutate, test files that guard them; globs allowed)
 MODULES: dict[str, tuple[list[str], list[str]]] = {
+    # The sans-IO core: what engine.py held before the split into beanstalk_py/core/.
     "engine": (
-        ["beanstalk_py/core/engine.py"],
+        [
+            "beanstalk_py/core/engine.py",
+            "beanstalk_py/core/restore.py",
+            "beanstalk_py/core/timers.py",
+            "beanstalk_py/core/tube.py",
+            "beanstalk_py/core/stats.py",
+            "beanstalk_py/core/journal.py",
+        ],
         [
             "tests/unit/test_engine.py",
             "tests/unit/test_tube_queues.py",
+            "tests/unit/test_binlog_restore.py",
             TRANSCRIPTS,
             "tests/integration/test_binlog_server.py",
+            "tests/integration/test_restart_states.py",
         ],
+    ),
+    "protocol": (
+        [
+            "beanstalk_py/protocol/commands.py",
+            "beanstalk_py/protocol/framing.py",
+            "beanstalk_py/protocol/session.py",
+            "beanstalk_py/protocol/arguments.py",
+        ],
+        ["tests/unit/test_parser.py", TRANSCRIPTS],
     ),
     "binlog": (
         [
@@ -69,6 +88,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/unit/test_binlog_*.py",
             "tests/integration/test_binlog_server.py",
+            "tests/integration/test_restart_states.py",
+            "tests/integration/test_durability_process.py",
         ],
     ),
     "server": (
@@ -79,11 +100,12 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/integration/test_http.py",
             "tests/integration/test_metrics.py",
             "tests/integration/test_auth.py",
+            "tests/integration/test_durability_process.py",
         ],
     ),
     "cli": (
         ["beanstalk_py/cli.py"],
-        ["tests/unit/test_cli.py"],
+        ["tests/unit/test_cli.py", "tests/integration/test_cli_flags_process.py"],
     ),
 }
 
