@@ -282,6 +282,27 @@ def test_many_deletes_keep_heaps_small(kit: Kit) -> None:
     assert len(kit.engine.timers.heap) < 3000
 
 
+
+def test_live_timers_still_fire_after_stale_ones_are_purged(kit: Kit) -> None:
+    """Thousands of cancelled deadlines trigger a bulk purge of the timer heap; the live
+    delay, TTR and reserve-with-timeout deadlines must survive it."""
+    p, w, waiter = kit.session(), kit.session(), kit.session()
+    delayed = put(kit, p, b"delayed", delay=10)
+    held = put(kit, p, b"held", ttr=30)
+    assert kit.send(w, b"reserve\r\n") == b"RESERVED %d 4\r\nheld\r\n" % held
+    cmds = b"watch other\r\nignore default\r\nreserve-with-timeout 20\r\n"
+    assert kit.send(waiter, cmds) == b"WATCHING 2\r\nWATCHING 1\r\n"
+    for _ in range(3000):  # each leaves a stale delay entry behind
+        kit.send(p, b"delete %d\r\n" % put(kit, p, delay=5))
+    assert len(kit.engine.timers.heap) < 3000  # a purge did run
+    kit.advance(10)
+    assert kit.send(p, b"peek-ready\r\n") == b"FOUND %d 7\r\ndelayed\r\n" % delayed
+    kit.advance(10)
+    assert kit.out(waiter) == b"TIMED_OUT\r\n"
+    kit.advance(10)
+    assert kit.send(p, b"stats-job %d\r\n" % held).count(b"state: ready\n") == 1
+
+
 def test_deadline_soon_follows_the_earliest_job_still_held(kit: Kit) -> None:
     p, w = kit.session(), kit.session()
     put(kit, p, ttr=5)
