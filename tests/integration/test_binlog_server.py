@@ -30,10 +30,13 @@ class GatedOps(OsFileOps):
         self.fsyncs = 0
         self.fail_fsync = False
         self.fail_write = False
+        self.one_shot = False  # the gate closes again behind each fsync it lets through
 
     def fsync(self, fd: int) -> None:
         if not self.gate.wait(10):
             raise OSError(errno.ETIMEDOUT, "test gate never opened")
+        if self.one_shot:
+            self.gate.clear()
         if self.fail_fsync:
             raise OSError(errno.EIO, "injected fsync error")
         self.fsyncs += 1
@@ -86,6 +89,29 @@ async def test_f0_reply_waits_for_the_fsync(f0_server: Server, ops: GatedOps) ->
     ops.gate.set()
     assert await asyncio.wait_for(reader.readline(), 5) == b"INSERTED 1\r\n"
     writer.close()
+
+
+
+async def test_f0_a_reply_waits_for_its_own_batch_not_an_earlier_fsync(
+    f0_server: Server, ops: GatedOps
+) -> None:
+    """A's fsync is running when B's put is written: A's fsync does not cover B's record,
+    so B's reply must wait for the next fsync."""
+    ops.gate.clear()
+    ops.one_shot = True
+    ra, wa = await put(f0_server.port, b"a")
+    await asyncio.sleep(0.2)  # the fsync of A's batch has started and waits at the gate
+    rb, wb = await put(f0_server.port, b"b")
+    await asyncio.sleep(0.2)  # B's record is written, its reply held
+    ops.gate.set()  # exactly one fsync passes: A's
+    assert await asyncio.wait_for(ra.readline(), 5) == b"INSERTED 1\r\n"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(rb.readline(), 0.3)
+    ops.one_shot = False
+    ops.gate.set()
+    assert await asyncio.wait_for(rb.readline(), 5) == b"INSERTED 2\r\n"
+    wa.close()
+    wb.close()
 
 
 async def test_f0_one_fsync_covers_many_producers(f0_server: Server, ops: GatedOps) -> None:
