@@ -92,7 +92,8 @@ NAMED: list[Named] = [
         "beanstalk_py/entry.py",
         (
             (
-                "            cfg.fsync_ms = None  # -f and -F: the later one wins, as in beanstalkd\n",
+                "            cfg.fsync_ms = None  # -f and -F: the later one wins,"
+                " as in beanstalkd\n",
                 "            pass\n",
             ),
         ),

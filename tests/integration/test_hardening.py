@@ -162,6 +162,37 @@ async def test_slow_reader_gets_every_reply_in_order() -> None:
         assert await closed_by_server(r)
 
 
+
+async def test_reader_that_stalls_then_reads_gets_every_big_reply() -> None:
+    """Replies outgrow the kernel buffers and the transport's limit while the client does not
+    read: the server stops writing (and parsing). When the client reads again the transport
+    drains and the connection must go on parsing by itself, to the last reply."""
+    # more peeks than one parse window (256 reply chunks before the first measurement)
+    n, size = 300, 60000
+    async with running(max_job_size=65536, output_limit=64 * 1024) as srv:
+        r, w = await connect(srv.port)
+        body = b"y" * size
+        assert await ask(r, w, b"put 0 0 60 %d\r\n%s\r\n" % (size, body)) == b"INSERTED 1\r\n"
+        w.close()
+        sock = raw_socket(srv.port, rcvbuf=4096)
+        sock.sendall(b"peek 1\r\n" * n + b"quit\r\n")
+        await asyncio.sleep(0.3)  # not reading: the server's writes back up
+        conn = next(c for c in srv.conns if c.session is not None)
+        assert conn._write_blocked, "the transport never went over its limit"
+
+        def read_all() -> bytes:
+            chunks = []
+            while chunk := sock.recv(1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        data = await asyncio.to_thread(read_all)  # EOF after `quit`, or a timeout error
+        sock.close()
+        one = b"FOUND 1 %d\r\n%s\r\n" % (size, body)
+        assert data.count(b"FOUND 1 ") == n
+        assert data == one * n
+
+
 async def test_half_close_after_a_big_pipeline_still_answers_everything() -> None:
     async with running(output_limit=32 * 1024) as srv:
         r, w = await connect(srv.port)
