@@ -303,6 +303,39 @@ def test_live_timers_still_fire_after_stale_ones_are_purged(kit: Kit) -> None:
     assert kit.send(p, b"stats-job %d\r\n" % held).count(b"state: ready\n") == 1
 
 
+
+def _tube_stat(kit: Kit, s: Session, tube: bytes, field: bytes) -> bytes:
+    reply = kit.send(s, b"stats-tube " + tube + b"\r\n")
+    line = next(x for x in reply.split(b"\n") if x.startswith(field + b": "))
+    return line.split(b": ")[1]
+
+
+def test_current_using_and_watching_drop_when_a_client_closes(kit: Kit) -> None:
+    a, b, c = kit.session(), kit.session(), kit.session()
+    for s in (a, b):
+        assert kit.send(s, b"use t\r\nwatch t\r\n") == b"USING t\r\nWATCHING 2\r\n"
+    assert _tube_stat(kit, c, b"t", b"current-using") == b"2"
+    a.close()
+    assert _tube_stat(kit, c, b"t", b"current-using") == b"1"
+    assert _tube_stat(kit, c, b"t", b"current-watching") == b"1"
+    b.close()
+    assert kit.send(c, b"stats-tube t\r\n") == b"NOT_FOUND\r\n"  # unreferenced: gone
+
+
+def test_a_served_reserve_stops_waiting_on_every_watched_tube(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    assert kit.send(w, b"watch t\r\nreserve\r\n") == b"WATCHING 2\r\n"
+    assert _tube_stat(kit, p, b"t", b"current-waiting") == b"1"
+    put(kit, p, b"a")  # into default: answers the reserve
+    assert kit.out(w) == b"RESERVED 1 1\r\na\r\n"
+    assert _tube_stat(kit, p, b"default", b"current-waiting") == b"0"
+    assert _tube_stat(kit, p, b"t", b"current-waiting") == b"0"
+    # a job put into the other tube stays ready: nobody waits for it
+    assert kit.send(p, b"use t\r\n") == b"USING t\r\n"
+    put(kit, p, b"b")
+    assert _tube_stat(kit, p, b"t", b"current-jobs-ready") == b"1"
+
+
 def test_deadline_soon_follows_the_earliest_job_still_held(kit: Kit) -> None:
     p, w = kit.session(), kit.session()
     put(kit, p, ttr=5)
