@@ -114,6 +114,22 @@ async def test_f0_a_reply_waits_for_its_own_batch_not_an_earlier_fsync(
     wb.close()
 
 
+
+async def test_f0_quit_after_a_put_closes_once_the_reply_is_sent(
+    f0_server: Server, ops: GatedOps
+) -> None:
+    """``put`` then ``quit`` in one write: the reply waits for the fsync, and the connection
+    must still close after it (the close is due when the held reply goes out)."""
+    ops.gate.clear()
+    reader, writer = await asyncio.open_connection("127.0.0.1", f0_server.port)
+    writer.write(b"put 0 0 60 1\r\nx\r\nquit\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    ops.gate.set()
+    assert await asyncio.wait_for(reader.read(), 5) == b"INSERTED 1\r\n"  # then EOF
+    writer.close()
+
+
 async def test_f0_one_fsync_covers_many_producers(f0_server: Server, ops: GatedOps) -> None:
     ops.gate.clear()
     clients = [await put(f0_server.port, b"job%d" % i) for i in range(30)]
