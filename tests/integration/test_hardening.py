@@ -193,6 +193,22 @@ async def test_reader_that_stalls_then_reads_gets_every_big_reply() -> None:
         assert data == one * n
 
 
+
+async def test_quit_behind_a_blocked_reserve_closes_when_another_client_answers_it() -> None:
+    """The reserve's reply (and the ``quit`` behind it) are produced by another client's put:
+    the waiting connection must get its job and then be closed."""
+    async with running() as srv:
+        r, w = await connect(srv.port)
+        w.write(b"reserve\r\nquit\r\n")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        pr, pw = await connect(srv.port)
+        assert await ask(pr, pw, b"put 0 0 60 1\r\nx\r\n") == b"INSERTED 1\r\n"
+        assert await asyncio.wait_for(r.read(), TIMEOUT) == b"RESERVED 1 1\r\nx\r\n"  # EOF
+        w.close()
+        pw.close()
+
+
 async def test_half_close_after_a_big_pipeline_still_answers_everything() -> None:
     async with running(output_limit=32 * 1024) as srv:
         r, w = await connect(srv.port)
