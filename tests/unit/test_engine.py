@@ -336,6 +336,23 @@ def test_a_served_reserve_stops_waiting_on_every_watched_tube(kit: Kit) -> None:
     assert _tube_stat(kit, p, b"t", b"current-jobs-ready") == b"1"
 
 
+
+def test_ready_jobs_survive_a_purge_of_stale_ready_entries(kit: Kit) -> None:
+    """Thousands of deleted ready jobs leave stale ids behind until the ready queue is
+    rebuilt; the live jobs must all be in the rebuilt queue, in priority-then-id order."""
+    p, w = kit.session(), kit.session()
+    kept = [put(kit, p, b"k%d" % i, pri=i % 3) for i in range(10)]
+    for _ in range(3000):
+        kit.send(p, b"delete %d\r\n" % put(kit, p, pri=1))
+    assert kit.engine.default.ready_entries < 3000  # a purge did run
+    got = []
+    for _ in kept:
+        reply = kit.send(w, b"reserve-with-timeout 0\r\n")
+        assert reply.startswith(b"RESERVED "), reply
+        got.append(int(reply.split()[1]))
+    assert got == sorted(kept, key=lambda j: ((j - 1) % 3, j))
+
+
 def test_deadline_soon_follows_the_earliest_job_still_held(kit: Kit) -> None:
     p, w = kit.session(), kit.session()
     put(kit, p, ttr=5)
