@@ -353,6 +353,26 @@ def test_ready_jobs_survive_a_purge_of_stale_ready_entries(kit: Kit) -> None:
     assert got == sorted(kept, key=lambda j: ((j - 1) % 3, j))
 
 
+
+@pytest.mark.parametrize("first", [b"a", b"b"])
+def test_tubes_unpaused_together_serve_the_most_urgent_job_first(kit: Kit, first: bytes) -> None:
+    """Two tubes whose pauses end on the same tick: the waiter gets the best (pri, id) of
+    both, whichever tube was paused first."""
+    p, w = kit.session(), kit.session()
+    assert kit.send(p, b"use a\r\n") == b"USING a\r\n"
+    urgent = put(kit, p, b"urgent", pri=1)
+    assert kit.send(p, b"use b\r\n") == b"USING b\r\n"
+    later = put(kit, p, b"later", pri=5)
+    second = b"b" if first == b"a" else b"a"
+    for tube in (first, second):
+        assert kit.send(p, b"pause-tube %s 5\r\n" % tube) == b"PAUSED\r\n"
+    cmds = b"watch a\r\nwatch b\r\nignore default\r\nreserve\r\n"
+    assert kit.send(w, cmds) == b"WATCHING 2\r\nWATCHING 3\r\nWATCHING 2\r\n"
+    kit.advance(5)
+    assert kit.out(w) == b"RESERVED %d 6\r\nurgent\r\n" % urgent
+    assert kit.send(w, b"reserve\r\n") == b"RESERVED %d 5\r\nlater\r\n" % later
+
+
 def test_deadline_soon_follows_the_earliest_job_still_held(kit: Kit) -> None:
     p, w = kit.session(), kit.session()
     put(kit, p, ttr=5)
