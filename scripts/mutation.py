@@ -76,7 +76,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "beanstalk_py/protocol/session.py",
             "beanstalk_py/protocol/arguments.py",
         ],
-        ["tests/unit/test_parser.py", TRANSCRIPTS],
+        ["tests/unit/test_parser.py", TRANSCRIPTS, "tests/integration/test_auth.py"],
     ),
     "binlog": (
         [
