@@ -31,8 +31,10 @@ class GatedOps(OsFileOps):
         self.fail_fsync = False
         self.fail_write = False
         self.one_shot = False  # the gate closes again behind each fsync it lets through
+        self.at_gate = threading.Event()  # set when an fsync reaches the gate
 
     def fsync(self, fd: int) -> None:
+        self.at_gate.set()
         if not self.gate.wait(10):
             raise OSError(errno.ETIMEDOUT, "test gate never opened")
         if self.one_shot:
@@ -99,8 +101,10 @@ async def test_f0_a_reply_waits_for_its_own_batch_not_an_earlier_fsync(
     so B's reply must wait for the next fsync."""
     ops.gate.clear()
     ops.one_shot = True
+    ops.at_gate.clear()
     ra, wa = await put(f0_server.port, b"a")
-    await asyncio.sleep(0.2)  # the fsync of A's batch has started and waits at the gate
+    # the fsync of A's batch has started and waits at the gate
+    assert await asyncio.to_thread(ops.at_gate.wait, 5)
     rb, wb = await put(f0_server.port, b"b")
     await asyncio.sleep(0.2)  # B's record is written, its reply held
     ops.gate.set()  # exactly one fsync passes: A's

@@ -173,12 +173,16 @@ async def test_reader_that_stalls_then_reads_gets_every_big_reply() -> None:
         r, w = await connect(srv.port)
         body = b"y" * size
         assert await ask(r, w, b"put 0 0 60 %d\r\n%s\r\n" % (size, body)) == b"INSERTED 1\r\n"
-        w.close()
+        producer = set(srv.conns)
         sock = raw_socket(srv.port, rcvbuf=4096)
         sock.sendall(b"peek 1\r\n" * n + b"quit\r\n")
-        await asyncio.sleep(0.3)  # not reading: the server's writes back up
-        conn = next(c for c in srv.conns if c.session is not None)
-        assert conn._write_blocked, "the transport never went over its limit"
+        blocked = False
+        for _ in range(500):  # not reading: the server's writes back up
+            blocked = any(c._write_blocked for c in srv.conns - producer)
+            if blocked:
+                break
+            await asyncio.sleep(0.01)
+        assert blocked, "the transport never went over its limit"
 
         def read_all() -> bytes:
             chunks = []
@@ -188,6 +192,7 @@ async def test_reader_that_stalls_then_reads_gets_every_big_reply() -> None:
 
         data = await asyncio.to_thread(read_all)  # EOF after `quit`, or a timeout error
         sock.close()
+        w.close()
         one = b"FOUND 1 %d\r\n%s\r\n" % (size, body)
         assert data.count(b"FOUND 1 ") == n
         assert data == one * n
