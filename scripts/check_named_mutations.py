@@ -87,8 +87,20 @@ NAMED: list[Named] = [
         ),
     ),
     Named(
+        "F-ignored-plain",
+        "3. -F ignored (a plain short-flag command line, read by entry.py without click)",
+        "beanstalk_py/app/entry.py",
+        (
+            (
+                "            cfg.fsync_ms = None  # -f and -F: the later one wins,"
+                " as in beanstalkd\n",
+                "            pass\n",
+            ),
+        ),
+    ),
+    Named(
         "F-ignored",
-        "3. -F ignored",
+        "3. -F / --no-fsync ignored (a command line with a long option, read by cli.py)",
         "beanstalk_py/app/cli.py",
         (
             (

@@ -50,14 +50,33 @@ TRANSCRIPTS = "tests/integration/test_transcripts_*.py"
 
 #: module group -> (source files to mutate, test files that guard them; globs allowed)
 MODULES: dict[str, tuple[list[str], list[str]]] = {
+    # The sans-IO core: what engine.py held before the split into beanstalk_py/core/.
     "engine": (
-        ["beanstalk_py/core/engine.py"],
+        [
+            "beanstalk_py/core/engine.py",
+            "beanstalk_py/core/restore.py",
+            "beanstalk_py/core/timers.py",
+            "beanstalk_py/core/tube.py",
+            "beanstalk_py/core/stats.py",
+            "beanstalk_py/core/journal.py",
+        ],
         [
             "tests/unit/test_engine.py",
             "tests/unit/test_tube_queues.py",
+            "tests/unit/test_binlog_restore.py",
             TRANSCRIPTS,
             "tests/integration/test_binlog_server.py",
+            "tests/integration/test_restart_states.py",
         ],
+    ),
+    "protocol": (
+        [
+            "beanstalk_py/protocol/commands.py",
+            "beanstalk_py/protocol/framing.py",
+            "beanstalk_py/protocol/session.py",
+            "beanstalk_py/protocol/arguments.py",
+        ],
+        ["tests/unit/test_parser.py", TRANSCRIPTS, "tests/integration/test_auth.py"],
     ),
     "binlog": (
         [
@@ -72,6 +91,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/unit/test_binlog_*.py",
             "tests/integration/test_binlog_server.py",
+            "tests/integration/test_restart_states.py",
+            "tests/integration/test_durability_process.py",
         ],
     ),
     "server": (
@@ -86,11 +107,14 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
             "tests/integration/test_http.py",
             "tests/integration/test_metrics.py",
             "tests/integration/test_auth.py",
+            "tests/integration/test_hardening.py",
+            "tests/integration/test_durability_process.py",
+            "tests/integration/test_process.py",
         ],
     ),
     "cli": (
         ["beanstalk_py/app/cli.py"],
-        ["tests/unit/test_cli.py"],
+        ["tests/unit/test_cli.py", "tests/integration/test_cli_flags_process.py"],
     ),
 }
 
@@ -312,6 +336,26 @@ def _key(r: dict[str, object]) -> tuple[object, ...]:
     return (r["group"], r["path"], r["line"], r["kind"], r["original"], r["replacement"])
 
 
+def _survivors(path: Path, groups: list[str]) -> list[tuple[str, Mutant]]:
+    out = []
+    fields = {f.name for f in dataclasses.fields(Mutant)}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["status"] != "survived" or r["group"] not in groups:
+            continue
+        m = Mutant(**{k: v for k, v in r.items() if k in fields})
+        lines = (REPO / m.path).read_text().encode().splitlines(keepends=True)
+        try:
+            here = _segment(lines, m.line, m.col, m.end_line, m.end_col)
+        except IndexError:
+            here = None
+        if here != m.original:
+            print(f"moved, left out: {m.label}", flush=True)
+            continue
+        out.append((str(r["group"]), m))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"any of {', '.join(MODULES)} (default: all)")
@@ -325,6 +369,13 @@ def main() -> int:
         help="append each result to this JSON-lines file as it comes; mutants already "
         "recorded there are not run again (resume an interrupted run)",
     )
+    parser.add_argument(
+        "--survivors-of",
+        type=Path,
+        help="run only the mutants recorded as survived in this JSON-lines file (a --results "
+        "file of an earlier run) against today's tests; a mutant whose source text moved is "
+        "reported and left out",
+    )
     parser.add_argument("--list", action="store_true", help="only list the mutants")
     args = parser.parse_args()
     groups = args.modules or list(MODULES)
@@ -337,7 +388,10 @@ def main() -> int:
         for rel in MODULES[group][0]:
             candidates.extend((group, m) for m in find_mutants(REPO, rel))
     print(f"{len(candidates)} mutants in {', '.join(groups)}", flush=True)
-    if args.sample and args.sample < len(candidates):
+    if args.survivors_of:
+        candidates = _survivors(args.survivors_of, groups)
+        print(f"{len(candidates)} survivors of {args.survivors_of}", flush=True)
+    elif args.sample and args.sample < len(candidates):
         # In sampled order, so an interrupted run is still a uniform sample.
         candidates = random.Random(args.seed).sample(candidates, args.sample)
         print(f"random sample of {len(candidates)} (seed {args.seed})", flush=True)

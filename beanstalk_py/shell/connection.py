@@ -221,6 +221,11 @@ class Connection:
             else:
                 self.transport.pause_reading()
 
+    @property
+    def write_paused(self) -> bool:
+        """The transport's buffer is over its limit (the peer is not reading)."""
+        return self._write_paused
+
     def pause_writing(self) -> None:
         self._write_paused = True
         self.sync_reading()

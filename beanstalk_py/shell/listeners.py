@@ -92,8 +92,8 @@ def prebind(argv: list[str]) -> socket.socket | None:
         if flag in ("-l", "--listen"):
             host = value
         elif flag in ("-p", "--port"):
-            if not value.isdigit():
-                return None
+            if not value.isdigit() or int(value) > 65535:
+                return None  # cli.py reports it (bind would raise OverflowError)
             port = int(value)
     if any(a.startswith("--tls") for a in argv):
         return None

@@ -30,10 +30,15 @@ class GatedOps(OsFileOps):
         self.fsyncs = 0
         self.fail_fsync = False
         self.fail_write = False
+        self.one_shot = False  # the gate closes again behind each fsync it lets through
+        self.at_gate = threading.Event()  # set when an fsync reaches the gate
 
     def fsync(self, fd: int) -> None:
+        self.at_gate.set()
         if not self.gate.wait(10):
             raise OSError(errno.ETIMEDOUT, "test gate never opened")
+        if self.one_shot:
+            self.gate.clear()
         if self.fail_fsync:
             raise OSError(errno.EIO, "injected fsync error")
         self.fsyncs += 1
@@ -86,6 +91,45 @@ async def test_f0_reply_waits_for_the_fsync(f0_server: Server, ops: GatedOps) ->
         await asyncio.wait_for(reader.readline(), 0.3)
     ops.gate.set()
     assert await asyncio.wait_for(reader.readline(), 5) == b"INSERTED 1\r\n"
+    writer.close()
+
+
+async def test_f0_a_reply_waits_for_its_own_batch_not_an_earlier_fsync(
+    f0_server: Server, ops: GatedOps
+) -> None:
+    """A's fsync is running when B's put is written: A's fsync does not cover B's record,
+    so B's reply must wait for the next fsync."""
+    ops.gate.clear()
+    ops.one_shot = True
+    ops.at_gate.clear()
+    ra, wa = await put(f0_server.port, b"a")
+    # the fsync of A's batch has started and waits at the gate
+    assert await asyncio.to_thread(ops.at_gate.wait, 5)
+    rb, wb = await put(f0_server.port, b"b")
+    await asyncio.sleep(0.2)  # B's record is written, its reply held
+    ops.gate.set()  # exactly one fsync passes: A's
+    assert await asyncio.wait_for(ra.readline(), 5) == b"INSERTED 1\r\n"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(rb.readline(), 0.3)
+    ops.one_shot = False
+    ops.gate.set()
+    assert await asyncio.wait_for(rb.readline(), 5) == b"INSERTED 2\r\n"
+    wa.close()
+    wb.close()
+
+
+async def test_f0_quit_after_a_put_closes_once_the_reply_is_sent(
+    f0_server: Server, ops: GatedOps
+) -> None:
+    """``put`` then ``quit`` in one write: the reply waits for the fsync, and the connection
+    must still close after it (the close is due when the held reply goes out)."""
+    ops.gate.clear()
+    reader, writer = await asyncio.open_connection("127.0.0.1", f0_server.port)
+    writer.write(b"put 0 0 60 1\r\nx\r\nquit\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    ops.gate.set()
+    assert await asyncio.wait_for(reader.read(), 5) == b"INSERTED 1\r\n"  # then EOF
     writer.close()
 
 

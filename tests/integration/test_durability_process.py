@@ -377,8 +377,15 @@ def test_f_ms_fsyncs_an_idle_write_within_ms_and_at_most_once_per_ms(tmp_path: P
         srv.stop()
 
 
-def test_capital_f_never_fsyncs(tmp_path: Path) -> None:
-    srv = start(tmp_path, "-F")
+# A plain command line of beanstalkd's short flags is read by entry.py, anything with a long
+# option by cli.py: -F must work on both paths, and after -f (the later flag wins).
+@pytest.mark.parametrize(
+    "flags",
+    [("-F",), ("-f", "50", "-F"), ("--no-fsync",), ("-f", "50", "--no-fsync")],
+    ids=["F", "f-then-F", "no-fsync", "f-then-no-fsync"],
+)
+def test_capital_f_never_fsyncs(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    srv = start(tmp_path, *flags)
     try:
         with Conn(srv.port) as c:
             for i in range(5):

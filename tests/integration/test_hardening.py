@@ -164,6 +164,56 @@ async def test_slow_reader_gets_every_reply_in_order() -> None:
         assert await closed_by_server(r)
 
 
+async def test_reader_that_stalls_then_reads_gets_every_big_reply() -> None:
+    """Replies outgrow the kernel buffers and the transport's limit while the client does not
+    read: the server stops writing (and parsing). When the client reads again the transport
+    drains and the connection must go on parsing by itself, to the last reply."""
+    # more peeks than one parse window (256 reply chunks before the first measurement)
+    n, size = 300, 60000
+    async with running(max_job_size=65536, output_limit=64 * 1024) as srv:
+        r, w = await connect(srv.port)
+        body = b"y" * size
+        assert await ask(r, w, b"put 0 0 60 %d\r\n%s\r\n" % (size, body)) == b"INSERTED 1\r\n"
+        producer = set(srv.conns)
+        sock = raw_socket(srv.port, rcvbuf=4096)
+        sock.sendall(b"peek 1\r\n" * n + b"quit\r\n")
+        blocked = False
+        for _ in range(500):  # not reading: the server's writes back up
+            blocked = any(c.write_paused for c in srv.conns - producer)
+            if blocked:
+                break
+            await asyncio.sleep(0.01)
+        assert blocked, "the transport never went over its limit"
+
+        def read_all() -> bytes:
+            chunks = []
+            while chunk := sock.recv(1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        data = await asyncio.to_thread(read_all)  # EOF after `quit`, or a timeout error
+        sock.close()
+        w.close()
+        one = b"FOUND 1 %d\r\n%s\r\n" % (size, body)
+        assert data.count(b"FOUND 1 ") == n
+        assert data == one * n
+
+
+async def test_quit_behind_a_blocked_reserve_closes_when_another_client_answers_it() -> None:
+    """The reserve's reply (and the ``quit`` behind it) are produced by another client's put:
+    the waiting connection must get its job and then be closed."""
+    async with running() as srv:
+        r, w = await connect(srv.port)
+        w.write(b"reserve\r\nquit\r\n")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        pr, pw = await connect(srv.port)
+        assert await ask(pr, pw, b"put 0 0 60 1\r\nx\r\n") == b"INSERTED 1\r\n"
+        assert await asyncio.wait_for(r.read(), TIMEOUT) == b"RESERVED 1 1\r\nx\r\n"  # EOF
+        w.close()
+        pw.close()
+
+
 async def test_half_close_after_a_big_pipeline_still_answers_everything() -> None:
     async with running(output_limit=32 * 1024) as srv:
         r, w = await connect(srv.port)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.servers import ServerProcess, ours_argv, ours_env
 
 SERVER = [sys.executable, "-m", "beanstalk_py"]
 
@@ -169,3 +170,28 @@ def test_readyz_is_503_while_a_large_binlog_replays(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_deadlines_answer_waiting_clients_without_further_input(tmp_path: Path) -> None:
+    """With the real clock, a timer tick alone must produce and send the replies: the end of
+    a reserve-with-timeout, a delayed job becoming ready for a blocked reserve."""
+    srv = ServerProcess(ours_argv(), env=ours_env()).start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", srv.port), timeout=10) as a,
+            socket.create_connection(("127.0.0.1", srv.port), timeout=10) as b,
+        ):
+            t0 = time.monotonic()
+            a.sendall(b"reserve-with-timeout 1\r\n")
+            b.sendall(b"use d\r\nput 0 1 60 1\r\nx\r\nwatch d\r\nignore default\r\nreserve\r\n")
+            assert a.recv(100) == b"TIMED_OUT\r\n"
+            assert 0.9 <= time.monotonic() - t0 < 5
+            want = b"USING d\r\nINSERTED 1\r\nWATCHING 2\r\nWATCHING 1\r\nRESERVED 1 1\r\nx\r\n"
+            got = b""
+            while len(got) < len(want):
+                chunk = b.recv(100)
+                assert chunk, got
+                got += chunk
+            assert got == want
+    finally:
+        srv.stop()

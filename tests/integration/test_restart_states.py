@@ -170,3 +170,57 @@ def test_every_state_change_survives_kill9(tmp_path: Path) -> None:
         assert got == {name: want for name, (_, want) in expect.items()}
     finally:
         srv.stop()
+
+
+_COUNTS = (
+    "current-jobs-urgent",
+    "current-jobs-ready",
+    "current-jobs-reserved",
+    "current-jobs-delayed",
+    "current-jobs-buried",
+)
+
+
+def _counts(c: Conn, cmd: bytes) -> dict[str, str]:
+    c.sock.sendall(cmd + b"\r\n")
+    reply = c.line()
+    assert reply.startswith(b"OK "), reply
+    n = int(reply.split()[1])
+    while len(c.buf) < n + 2:
+        c.buf += c.sock.recv(65536)
+    text, c.buf = c.buf[:n].decode(), c.buf[n + 2 :]
+    fields = dict(row.split(": ", 1) for row in text.splitlines()[1:])
+    return {k: fields[k] for k in _COUNTS}
+
+
+def test_stats_counts_are_the_same_after_kill9_and_restart(tmp_path: Path) -> None:
+    """The job counters of ``stats`` and ``stats-tube`` are rebuilt by the restore, not
+    journaled: a restart must show the same urgent/ready/delayed/buried counts."""
+    srv = _start(tmp_path)
+    try:
+        c = Conn(srv.port)
+        for tube in (b"default", b"other"):
+            assert c.ask(b"use " + tube) == b"USING " + tube
+            for pri in (0, 0, 5, 1023, 1024, 5000):  # urgent below 1024
+                c.put(b"ready", pri=pri)
+            for pri in (0, 2000):
+                c.put(b"delayed", pri=pri, delay=3600)
+            for pri in (0, 1, 3000):
+                _buried(c, b"buried-%d" % pri)
+        # reserved jobs come back ready, so none is held at the kill
+        before = [_counts(c, cmd) for cmd in (b"stats", b"stats-tube default", b"stats-tube other")]
+        assert before[0]["current-jobs-reserved"] == "0"
+        assert all(v != "0" for k, v in before[0].items() if k != "current-jobs-reserved")
+        srv.send_signal(signal.SIGKILL)
+        assert srv.proc is not None
+        srv.proc.wait(10)
+    finally:
+        srv.stop()
+
+    srv = _start(tmp_path)
+    try:
+        c = Conn(srv.port)
+        after = [_counts(c, cmd) for cmd in (b"stats", b"stats-tube default", b"stats-tube other")]
+        assert after == before
+    finally:
+        srv.stop()

@@ -318,3 +318,40 @@ def test_update_as_reserved_brings_a_buried_or_delayed_job_back_ready(tmp_path: 
     _, res = open_binlog(tmp_path, clock)
     assert {j.id: j.state for j in res.jobs} == {1: READY, 2: READY}
     assert res.buried == []
+
+
+def test_a_delete_read_at_replay_outlives_the_full_record_it_cancels(tmp_path: Path) -> None:
+    """Segment 1: FULL A (stays live), FULL X. Segment 2: DELETE X only. After a restart
+    segment 2 holds no live job, but removing it while segment 1 is still on disk would
+    bring X back at the next restart: the replay must pin it as the writer did."""
+    clock = ManualClock()
+    fs = 8 * 1024
+    bl, _ = open_binlog(tmp_path, clock, file_size=fs, fsync_ms=None)
+    a = make_job(1, b"a" * 5000, clock=clock)
+    x = make_job(2, b"x" * 2000, clock=clock)
+    c = make_job(3, b"c" * 1000, clock=clock)
+    for j in (a, x):
+        assert bl.put(j)
+    bl.write_pending()
+    assert bl.put(c)  # no room left in segment 1
+    bl.write_pending()
+    assert c.file == 2 and x.file == 1
+    bl.delete(x)
+    bl.delete(c)
+    bl.write_pending()
+    bl.close()
+
+    # restart 1: segment 2 now only holds the DELETE of X; write a little and restart
+    bl, res = open_binlog(tmp_path, clock, file_size=fs, fsync_ms=None)
+    assert sorted(res.by_id) == [1]
+    d = make_job(4, b"d", clock=clock)
+    assert bl.put(d)
+    bl.write_pending()
+    bl.delete(d)
+    bl.write_pending()
+    bl.close()
+
+    bl, res = open_binlog(tmp_path, clock, file_size=fs, fsync_ms=None)
+    assert sorted(res.by_id) == [1], "a deleted job came back"
+    assert res.by_id[1].body == a.body
+    bl.close()

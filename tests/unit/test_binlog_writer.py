@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
@@ -327,3 +328,38 @@ def test_journal_stats_snapshot(tmp_path: Path) -> None:
     assert failed.fsync_count == after.fsync_count
     bl.close()  # a failed binlog closes without writing
     assert NullJournal().stats() == JournalStats()
+
+
+def test_binlog_files_are_private_to_the_owner(tmp_path: Path) -> None:
+    """Job bodies may be secrets: no binlog file is readable or writable by group or others,
+    whatever the umask."""
+    old_umask = os.umask(0)
+    try:
+        bl, _ = open_binlog(tmp_path, file_size=4096)
+        for i in range(1, 6):  # several segments
+            assert bl.put(make_job(i, b"secret" * 200))
+            bl.write_pending()
+        bl.close()
+    finally:
+        os.umask(old_umask)
+    files = list(tmp_path.iterdir())  # segments and the lock file
+    assert len(files) >= 2
+    for p in files:
+        assert p.stat().st_mode & 0o077 == 0, f"{p.name}: {oct(p.stat().st_mode)}"
+
+
+def test_close_leaves_no_file_descriptor_open(tmp_path: Path) -> None:
+    """A server that opens and closes its binlog (tests, the importer, a restart in one
+    process) must not leak the lock or segment descriptors."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.exists():
+        pytest.skip("needs /proc")
+    before = len(list(fd_dir.iterdir()))
+    for round_ in range(3):
+        bl, _ = open_binlog(tmp_path, file_size=4096)
+        for i in range(1, 6):
+            assert bl.put(make_job(round_ * 10 + i, b"x" * 1000))
+            bl.write_pending()
+        bl.fsync()
+        bl.close()
+    assert len(list(fd_dir.iterdir())) == before

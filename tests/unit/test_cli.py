@@ -80,6 +80,8 @@ def test_version_and_help() -> None:
         (["-p"], "requires an argument"),
         (["-z", "10k"], "invalid size: 10k"),
         (["-p", "http"], "invalid port"),
+        (["-p", "65536"], "invalid port"),
+        (["-p", "65536", "--no-http"], "invalid port"),
         (["-b", "/nonexistent/dir"], "does not exist"),
         (["stray"], "unexpected extra argument"),
     ],

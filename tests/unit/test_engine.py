@@ -286,6 +286,93 @@ def test_many_deletes_keep_heaps_small(kit: Kit) -> None:
     assert len(kit.engine.timers.heap) < 3000
 
 
+def test_live_timers_still_fire_after_stale_ones_are_purged(kit: Kit) -> None:
+    """Thousands of cancelled deadlines trigger a bulk purge of the timer heap; the live
+    delay, TTR and reserve-with-timeout deadlines must survive it."""
+    p, w, waiter = kit.session(), kit.session(), kit.session()
+    delayed = put(kit, p, b"delayed", delay=10)
+    held = put(kit, p, b"held", ttr=30)
+    assert kit.send(w, b"reserve\r\n") == b"RESERVED %d 4\r\nheld\r\n" % held
+    cmds = b"watch other\r\nignore default\r\nreserve-with-timeout 20\r\n"
+    assert kit.send(waiter, cmds) == b"WATCHING 2\r\nWATCHING 1\r\n"
+    for _ in range(3000):  # each leaves a stale delay entry behind
+        kit.send(p, b"delete %d\r\n" % put(kit, p, delay=5))
+    assert len(kit.engine.timers.heap) < 3000  # a purge did run
+    kit.advance(10)
+    assert kit.send(p, b"peek-ready\r\n") == b"FOUND %d 7\r\ndelayed\r\n" % delayed
+    kit.advance(10)
+    assert kit.out(waiter) == b"TIMED_OUT\r\n"
+    kit.advance(10)
+    assert kit.send(p, b"stats-job %d\r\n" % held).count(b"state: ready\n") == 1
+
+
+def _tube_stat(kit: Kit, s: Session, tube: bytes, field: bytes) -> bytes:
+    reply = kit.send(s, b"stats-tube " + tube + b"\r\n")
+    line = next(x for x in reply.split(b"\n") if x.startswith(field + b": "))
+    return line.split(b": ")[1]
+
+
+def test_current_using_and_watching_drop_when_a_client_closes(kit: Kit) -> None:
+    a, b, c = kit.session(), kit.session(), kit.session()
+    for s in (a, b):
+        assert kit.send(s, b"use t\r\nwatch t\r\n") == b"USING t\r\nWATCHING 2\r\n"
+    assert _tube_stat(kit, c, b"t", b"current-using") == b"2"
+    a.close()
+    assert _tube_stat(kit, c, b"t", b"current-using") == b"1"
+    assert _tube_stat(kit, c, b"t", b"current-watching") == b"1"
+    b.close()
+    assert kit.send(c, b"stats-tube t\r\n") == b"NOT_FOUND\r\n"  # unreferenced: gone
+
+
+def test_a_served_reserve_stops_waiting_on_every_watched_tube(kit: Kit) -> None:
+    p, w = kit.session(), kit.session()
+    assert kit.send(w, b"watch t\r\nreserve\r\n") == b"WATCHING 2\r\n"
+    assert _tube_stat(kit, p, b"t", b"current-waiting") == b"1"
+    put(kit, p, b"a")  # into default: answers the reserve
+    assert kit.out(w) == b"RESERVED 1 1\r\na\r\n"
+    assert _tube_stat(kit, p, b"default", b"current-waiting") == b"0"
+    assert _tube_stat(kit, p, b"t", b"current-waiting") == b"0"
+    # a job put into the other tube stays ready: nobody waits for it
+    assert kit.send(p, b"use t\r\n") == b"USING t\r\n"
+    put(kit, p, b"b")
+    assert _tube_stat(kit, p, b"t", b"current-jobs-ready") == b"1"
+
+
+def test_ready_jobs_survive_a_purge_of_stale_ready_entries(kit: Kit) -> None:
+    """Thousands of deleted ready jobs leave stale ids behind until the ready queue is
+    rebuilt; the live jobs must all be in the rebuilt queue, in priority-then-id order."""
+    p, w = kit.session(), kit.session()
+    kept = [put(kit, p, b"k%d" % i, pri=i % 3) for i in range(10)]
+    for _ in range(3000):
+        kit.send(p, b"delete %d\r\n" % put(kit, p, pri=1))
+    assert kit.engine.default.ready_entries < 3000  # a purge did run
+    got = []
+    for _ in kept:
+        reply = kit.send(w, b"reserve-with-timeout 0\r\n")
+        assert reply.startswith(b"RESERVED "), reply
+        got.append(int(reply.split()[1]))
+    assert got == sorted(kept, key=lambda j: ((j - 1) % 3, j))
+
+
+@pytest.mark.parametrize("first", [b"a", b"b"])
+def test_tubes_unpaused_together_serve_the_most_urgent_job_first(kit: Kit, first: bytes) -> None:
+    """Two tubes whose pauses end on the same tick: the waiter gets the best (pri, id) of
+    both, whichever tube was paused first."""
+    p, w = kit.session(), kit.session()
+    assert kit.send(p, b"use a\r\n") == b"USING a\r\n"
+    urgent = put(kit, p, b"urgent", pri=1)
+    assert kit.send(p, b"use b\r\n") == b"USING b\r\n"
+    later = put(kit, p, b"later", pri=5)
+    second = b"b" if first == b"a" else b"a"
+    for tube in (first, second):
+        assert kit.send(p, b"pause-tube %s 5\r\n" % tube) == b"PAUSED\r\n"
+    cmds = b"watch a\r\nwatch b\r\nignore default\r\nreserve\r\n"
+    assert kit.send(w, cmds) == b"WATCHING 2\r\nWATCHING 3\r\nWATCHING 2\r\n"
+    kit.advance(5)
+    assert kit.out(w) == b"RESERVED %d 6\r\nurgent\r\n" % urgent
+    assert kit.send(w, b"reserve\r\n") == b"RESERVED %d 5\r\nlater\r\n" % later
+
+
 def test_deadline_soon_follows_the_earliest_job_still_held(kit: Kit) -> None:
     p, w = kit.session(), kit.session()
     put(kit, p, ttr=5)
