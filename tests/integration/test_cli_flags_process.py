@@ -18,13 +18,13 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support.pki import client_ctx, make_pki
 from support.requirements import require
-from support.servers import ServerProcess, free_port, ours_argv, ours_env, ours_process
+from support.servers import ServerProcess, free_port, ours_env, ours_process
 
 TIMEOUT = 5.0
 TOKEN = b"tok-3f9a_flags"
@@ -32,17 +32,8 @@ Start = Callable[..., ServerProcess]
 
 
 @pytest.fixture
-def start() -> Iterator[Start]:
-    procs: list[ServerProcess] = []
-
-    def factory(*extra: str) -> ServerProcess:
-        proc = ServerProcess(ours_argv(*extra), env=ours_env())
-        procs.append(proc)
-        return proc.start()
-
-    yield factory
-    for proc in procs:
-        proc.stop()
+def start(start_ours: Start) -> Start:
+    return start_ours  # tests/integration/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.servers import ServerProcess, free_port, ours_argv, ours_env
+from support.servers import ServerProcess, free_port
 
 from beanstalk_py.app import healthcheck
 
@@ -27,17 +27,8 @@ ServerProcessFactory = Callable[..., ServerProcess]
 
 
 @pytest.fixture
-def start() -> Iterator[ServerProcessFactory]:
-    procs: list[ServerProcess] = []
-
-    def factory(*extra: str) -> ServerProcess:
-        proc = ServerProcess(ours_argv(*extra), env=ours_env())
-        procs.append(proc)
-        return proc.start()
-
-    yield factory
-    for proc in procs:
-        proc.stop()
+def start(start_ours: ServerProcessFactory) -> ServerProcessFactory:
+    return start_ours  # tests/integration/conftest.py
 
 
 def connect(port: int) -> socket.socket:
