@@ -516,9 +516,8 @@ class Engine:
         self._make_ready(job)
         return True
 
-    def kick(self, client: Client, bound: int) -> int:
-        """Kick up to ``bound`` jobs in the used tube: buried ones if any, else delayed."""
-        t = client.use
+    def kick(self, t: Tube, bound: int) -> int:
+        """Kick up to ``bound`` jobs in ``t``: buried ones if any, else delayed."""
         jobs = self.jobs
         n = 0
         if t.buried:

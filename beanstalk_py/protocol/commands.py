@@ -279,7 +279,7 @@ class Commands(Framer):
             value = -value & U64
         engine = self.engine
         engine.ops[OP_KICK] += 1
-        self.deliver(b"KICKED %d\r\n" % engine.kick(self.client, value & U32))
+        self.deliver(b"KICKED %d\r\n" % engine.kick(self.client.use, value & U32))
 
     def cmd_kick_job(self, rest: bytes) -> None:
         job_id = self._id(rest)

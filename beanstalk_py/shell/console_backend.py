@@ -10,8 +10,8 @@ Invariants:
   they are journaled with ``-b`` and counted in ``stats``; then ``Server.after_input`` runs,
   as after any client read: the binlog batch is written and reserves that a kick satisfied
   get their reply.
-* The engine wants a client for ``kick`` (its used tube) and ``delete`` (a reserved job may
-  only be deleted by its reserver). The console's client is a core ``Client`` that was never
+* The engine wants a client for ``delete`` (a reserved job may only be deleted by its
+  reserver). The console's client is a core ``Client`` that was never
   connected: it is in no connection counter and no tube's using/watching count, reserves
   nothing and never shows in ``stats``; replies to it are dropped.
 * Reads count in no ``cmd-*`` counter.
@@ -192,13 +192,8 @@ class EngineBackend:
         t = engine.tubes.get(name)
         if t is None:
             return None
-        client = self._client
         engine.ops[OP_KICK] += 1
-        client.use = t
-        try:
-            n = engine.kick(client, bound)
-        finally:
-            client.use = engine.default
+        n = engine.kick(t, bound)
         self._done()
         return n
 
