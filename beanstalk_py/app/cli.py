@@ -143,6 +143,31 @@ def _size(value: str) -> int:
     metavar="FILE",
     help="web console: show job bodies and allow actions to holders of this token (mode 600)",
 )
+@click.option(
+    "--cluster",
+    metavar="etcd://HOST:PORT,.../PREFIX",
+    help="run as one node of a cluster replicated through these etcd members (docs/CLUSTER.md)",
+)
+@click.option("--node-id", metavar="NAME", help="this node's name in the cluster (unique)")
+@click.option(
+    "--advertise",
+    metavar="HOST:PORT",
+    help="where the other nodes reach this one's beanstalk port (clients are relayed there)",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.IntRange(1, 60),
+    default=2,
+    show_default=True,
+    help="seconds a leader may be silent before another node takes over",
+)
+@click.option(
+    "--cluster-compact-bytes",
+    metavar="BYTES",
+    default=str(64 * 1024 * 1024),
+    show_default=True,
+    help="compact the etcd log after this many bytes (and at twice the live data)",
+)
 @click.pass_obj
 def command(prebound: socket.socket | None, /, **opts: Any) -> None:
     if opts["show_version"]:
@@ -209,7 +234,48 @@ def build_config(opts: dict[str, Any]) -> Config:
     cfg.max_jobs = opts["max_jobs"]
     cfg.max_job_bytes = opts["max_job_bytes"]
     _hardening(cfg, opts)
+    _cluster(cfg, opts)
     return cfg
+
+
+# One job's record must fit one etcd request (1.5 MiB, etcd's default --max-request-bytes).
+MAX_CLUSTER_JOB_SIZE = 1024 * 1024
+
+
+def _cluster(cfg: Config, opts: dict[str, Any]) -> None:
+    """--cluster and its companions, checked now so errors are one line."""
+    url = opts.get("cluster")
+    if url is None:
+        for flag in ("node_id", "advertise"):
+            if opts.get(flag) is not None:
+                raise click.UsageError(f"--{flag.replace('_', '-')} needs --cluster", None)
+        return
+    from beanstalk_py.cluster.config import ClusterConfigError, parse_cluster_url
+
+    try:
+        parse_cluster_url(url)
+    except ClusterConfigError as exc:
+        raise click.UsageError(str(exc), None) from None
+    node_id = opts.get("node_id")
+    advertise = opts.get("advertise")
+    if not node_id:
+        raise click.UsageError("--cluster needs --node-id NAME (unique in the cluster)", None)
+    if not advertise:
+        raise click.UsageError("--cluster needs --advertise HOST:PORT (this node's address)", None)
+    host, _, port = advertise.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.UsageError(f"--advertise {advertise}: expected HOST:PORT", None)
+    if cfg.unix_path is not None or cfg.user is not None:
+        raise click.UsageError("--cluster cannot be combined with -l unix:PATH or -u", None)
+    if cfg.max_job_size > MAX_CLUSTER_JOB_SIZE:
+        raise click.UsageError(
+            f"--cluster: -z must be at most {MAX_CLUSTER_JOB_SIZE} (one etcd request)", None
+        )
+    cfg.cluster = url
+    cfg.node_id = node_id
+    cfg.advertise = advertise
+    cfg.lease_ttl = opts.get("lease_ttl") or 2
+    cfg.cluster_compact_bytes = _size(opts.get("cluster_compact_bytes") or "67108864")
 
 
 def _hardening(cfg: Config, opts: dict[str, Any]) -> None:

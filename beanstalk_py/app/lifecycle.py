@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from beanstalk_py.shell.config import Config
 from beanstalk_py.shell.server import Server
@@ -71,12 +71,29 @@ def run(config: Config, prebound: socket.socket | None = None) -> int:
     loop = loop_factory()()
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(serve(config, early, None if early else prebound))
+        code = loop.run_until_complete(serve(config, early, None if early else prebound))
     except StartupError as exc:
         log.error("%s", exc)
         return exc.code
     finally:
         loop.close()
+    if config.cluster is not None and code == RESTART_CODE:
+        restart_process()
+    return code
+
+
+RESTART_CODE = -1  # app/node.py's RESTART: lost leadership or fell behind compaction
+
+
+def restart_process() -> None:
+    """Start this process again with the same command line (cluster mode: a node that lost
+    leadership comes back as a fresh follower, as a restarted beanstalkd would)."""
+    import sys
+
+    time.sleep(0.2)  # a node that fails at once (etcd unreachable) must not spin
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def new_server(config: Config) -> Server:
@@ -201,6 +218,8 @@ async def serve(
     binlog = early.binlog if early is not None else None
     if config.binlog_dir is not None and early is None:
         binlog = await open_binlog(server, config)
+    if config.cluster is not None:
+        return await serve_cluster(server, config, binlog, stop, metrics_srv)
     server.set_ready()
     # Everything loaded so far (modules, replayed jobs) lives for the whole run: keep the
     # cyclic collector from walking it again and again, and let it run less often (jobs,
@@ -229,6 +248,38 @@ async def serve(
     return EXIT_BINLOG if server.failed else 0
 
 
+async def serve_cluster(
+    server: Server, config: Config, binlog: Binlog | None, stop: Any, metrics_srv: Any
+) -> int:
+    """Cluster mode (app/node.py): commands are relayed to the leader, or served once this
+    node leads (``set_ready`` on promotion)."""
+    from beanstalk_py.app.node import RESTART, Node
+
+    node = Node(server, config, binlog)
+    server.engine.stats_extra = node.status.stats_lines
+    log.info("cluster node %s (%s), etcd %s", config.node_id, config.advertise, node.cluster.url())
+    from beanstalk_py.app import systemd
+
+    systemd.ready()
+    try:
+        code = await node.run(stop)
+    except OSError as exc:
+        log.error("cluster: %s", exc)
+        code = EXIT_BINLOG
+    systemd.stopping()
+    if metrics_srv is not None:
+        metrics_srv.close()
+    if code == RESTART:
+        server.failed = True  # nothing more is acknowledged; close without the held replies
+    await server.stop()
+    if binlog is not None:
+        try:
+            binlog.close()
+        except OSError as exc:
+            log.error("binlog close failed: %s", exc)
+    return code
+
+
 def _drain(server: Server) -> None:
     if not server.engine.draining:
         log.info("entering drain mode")
@@ -239,6 +290,13 @@ async def open_binlog(server: Server, config: Config) -> Binlog:
     import asyncio
 
     binlog = lock_binlog(server, config)
+    if config.cluster is not None:
+        from beanstalk_py.app.node import set_aside_previous_segments
+
+        # The etcd log is the truth: this node's state is rebuilt from it (app/node.py).
+        assert config.binlog_dir is not None
+        if moved := set_aside_previous_segments(config.binlog_dir):
+            log.info("cluster: %d earlier binlog segment(s) moved to previous/", moved)
     # Reading the files and building the Job objects happens on a worker thread, so /readyz
     # keeps answering (503) meanwhile; it only reads a snapshot of the engine's tubes. The
     # engine is then filled in bulk on the loop thread (server.restore -> restore_many).

@@ -75,6 +75,8 @@ class Engine:
             instance_id = secrets.token_hex(8)
         self.instance_id = instance_id  # stats "id"
         self.draining = False
+        # more ``stats`` lines after beanstalkd's own (cluster mode: role, epoch, lag)
+        self.stats_extra: Callable[[], list[str]] | None = None
         # cmd-* counters (OP_* indices) and the other stats counters
         self.ops = [0] * len(OP_NAMES)
         self.job_timeouts = 0

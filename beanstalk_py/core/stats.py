@@ -91,8 +91,11 @@ def server_stats(engine: Engine) -> bytes:
         f'hostname: "{hostname}"',
         f'os: "{osver}"',
         f'platform: "{machine}"',
-        "",
     ]
+    extra = engine.stats_extra
+    if extra is not None:
+        lines += extra()
+    lines.append("")
     return frame("\n".join(lines))
 
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 class DurableJournal(Protocol):
     """What group commit needs of a journal beyond ``core.journal.Journal`` (``binlog.Binlog``)."""
 
-    pending: bool  # records are buffered, not yet written
+    @property
+    def pending(self) -> bool: ...  # records are buffered, not yet written
 
     def write_pending(self) -> int: ...  # write them; the batch's sequence number
 

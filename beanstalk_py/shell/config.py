@@ -54,6 +54,13 @@ class Config:
         plain_listen: str | None = None,
         auth_token_file: str | None = None,  # clients must send `auth <token>` first
         admin_token_file: str | None = None,  # the web console's bodies and actions
+        # cluster mode (docs/CLUSTER.md): the --cluster URL, this node's name, the address
+        # followers relay clients to, and the leader lease's TTL in seconds
+        cluster: str | None = None,
+        node_id: str | None = None,
+        advertise: str | None = None,
+        lease_ttl: int = 2,
+        cluster_compact_bytes: int = 64 * 1024 * 1024,  # etcd log bytes between compactions
     ) -> None:
         self.host = host
         self.port = port
@@ -80,6 +87,11 @@ class Config:
         self.plain_listen = plain_listen
         self.auth_token_file = auth_token_file
         self.admin_token_file = admin_token_file
+        self.cluster = cluster
+        self.node_id = node_id
+        self.advertise = advertise
+        self.lease_ttl = lease_ttl
+        self.cluster_compact_bytes = cluster_compact_bytes
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(self) == vars(other)

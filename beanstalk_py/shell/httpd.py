@@ -20,8 +20,9 @@ Invariants:
   (``Authorization: Bearer``, or the console's login cookie); the console
   (``beanstalk_py.console``) decides, the page shell excepted so that it can show its login.
 * ``/readyz`` is 503 while the binlog replays (``server.ready`` False), while draining and
-  after a binlog failure; ``/healthz`` is 200 while the process serves (503 after a binlog
-  failure, when it is about to exit).
+  after a binlog failure; in cluster mode its body names the role (``leader``/``follower``),
+  and it is 503 while the node has no leader to serve or relay to; ``/healthz`` is 200
+  while the process serves (503 after a binlog failure, when it is about to exit).
 """
 
 from __future__ import annotations
@@ -180,6 +181,13 @@ class HttpHandler:
         if path == b"/readyz":
             if server.failed:
                 return 503, _TEXT, b"failed\n", ""
+            cluster = server.cluster
+            if cluster is not None:
+                # Followers serve too (they relay to the leader); a node between roles or
+                # without a leader to relay to does not.
+                line = f"{cluster.role} {cluster.node_id} leader={cluster.leader or '-'}\n"
+                ok = cluster.role == "leader" or (cluster.role == "follower" and cluster.leader)
+                return (200 if ok else 503), _TEXT, line.encode(), ""
             if not server.ready:
                 return 503, _TEXT, b"replaying binlog\n", ""
             if server.engine.draining:

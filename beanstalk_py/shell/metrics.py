@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beanstalk_py import __version__
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from beanstalk_py.console.api import Console
     from beanstalk_py.core.engine import Engine
     from beanstalk_py.core.tube import Tube
+    from beanstalk_py.shell.cluster_status import ClusterStatus
     from beanstalk_py.shell.config import Config
 
 PREFIX = "beanstalkd_"
@@ -190,7 +191,51 @@ class ServerView(Protocol):
     def fsync_latency(self) -> LatencyHistogram: ...
     @property
     def auth_token(self) -> bytes | None: ...
+    @property
+    def cluster(self) -> ClusterStatus | None: ...  # cluster mode only
     def console_ready(self) -> Console: ...  # the web console, set up on first use
+
+
+def _cluster_metrics(
+    cluster: ClusterStatus,
+    gauge: Callable[[str, str, float], Metric],
+    counter: Callable[[str, str, float], Metric],
+) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    role = GaugeMetricFamily(
+        PREFIX + "cluster_role",
+        "1 for this node's current role (leader, follower, promoting, stepped-down)",
+        labels=["node", "role"],
+    )
+    for name in ("leader", "follower", "promoting", "stepped-down"):
+        role.add_metric([cluster.node_id, name], int(cluster.role == name))
+    yield role
+    leader = GaugeMetricFamily(
+        PREFIX + "cluster_leader_info", "the leader this node knows of", labels=["leader"]
+    )
+    leader.add_metric([cluster.leader], 1)
+    yield leader
+    yield gauge("cluster_epoch", "the newest leader epoch seen (etcd revision)", cluster.epoch)
+    yield gauge("cluster_last_batch", "the last etcd log batch this node holds", cluster.last_batch)
+    yield gauge(
+        "cluster_lag_batches",
+        "log batches known to exist that this node has not applied (0 on the leader)",
+        cluster.lag,
+    )
+    yield counter("cluster_failovers", "times this process became leader", cluster.failovers)
+    shipper = cluster.shipper
+    yield counter("cluster_etcd_appends", "etcd log appends", shipper.appends if shipper else 0)
+    yield counter(
+        "cluster_etcd_append_seconds",
+        "time spent in etcd log appends (divide by appends: mean latency)",
+        shipper.append_seconds if shipper else 0.0,
+    )
+    yield gauge(
+        "cluster_etcd_last_append_seconds",
+        "latency of the last etcd log append",
+        shipper.last_append_seconds if shipper else 0.0,
+    )
 
 
 class EngineCollector:
@@ -298,6 +343,9 @@ class EngineCollector:
         for cmd, hist in sorted(server.command_latency.items()):
             by_cmd.add_metric([cmd], _buckets(hist, BATCH_BUCKETS), sum_value=hist.total)
         yield by_cmd
+        cluster = server.cluster
+        if cluster is not None:
+            yield from _cluster_metrics(cluster, gauge, counter)
         rows: list[tuple[str, tuple[int, ...]]] = []
         folded = self.folded
         if self.tubes:

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from beanstalk_py.core.clock import Clock
@@ -36,6 +37,7 @@ from beanstalk_py.system import SystemClock, SystemHost
 if TYPE_CHECKING:
     from beanstalk_py.binlog import Binlog, ReplayResult
     from beanstalk_py.console.api import Console
+    from beanstalk_py.shell.cluster_status import ClusterStatus
     from beanstalk_py.shell.metrics import Exporter
 
 log = logging.getLogger("beanstalk_py.server")
@@ -97,6 +99,10 @@ class Server:
         if config.auth_token_file is not None:
             self.auth_token = security.load_token(config.auth_token_file)
         self.console: Console | None = None  # the web console: see console_ready()
+        # cluster mode: checked before any reply leaves; False (leadership lost) stops the
+        # server without answering (app/node.py sets it on the leader)
+        self.fence: Callable[[], bool] | None = None
+        self.cluster: ClusterStatus | None = None  # cluster mode: role, epoch, lag
         self._console_timer: Any = None
 
     @property
@@ -288,6 +294,10 @@ class Server:
             return
         dirty = pending.dirty
         if dirty:
+            fence = self.fence
+            if fence is not None and not fence():
+                self._fail(ConnectionAbortedError("this node is no longer the cluster leader"))
+                return
             pending.dirty = []
             unsynced = commit.unsynced()
             held = commit.held
@@ -309,7 +319,7 @@ class Server:
         self._not_ready.append((conn, data))
 
     def _fail(self, exc: BaseException) -> None:
-        log.critical("binlog write failed, stopping without acknowledging: %s", exc)
+        log.critical("journal failed, stopping without acknowledging: %s", exc)
         self.failed = True
         for conn in list(self.conns):
             if conn.transport is not None:

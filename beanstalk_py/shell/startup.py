@@ -11,9 +11,10 @@ passes on its unsent replies and paused state in ``hand_over``) and the server's
 re-armed there (``Server.move_to_loop``). No command is handled here.
 
 Invariants:
-- Used only in the plain case (``eligible``): the socket bound by ``entry`` (no TLS, no socket
-  activation), no ``-u``, and a binlog directory with nothing to replay, which is opened and
-  replayed before the first accept: every reply that changes state is journaled as on the loop.
+- Used only in the plain case (``eligible``): the socket bound by ``entry`` (no TLS, no
+  cluster, no socket activation), no ``-u``, and a binlog directory with nothing to replay,
+  which is opened and replayed before the first accept: every reply that changes state is
+  journaled as on the loop.
 - ``run_in_executor`` runs its function inline (the fsync of ``-f 0``); its callbacks run on a
   later turn, as on the loop, so a reply held for an fsync is written after the fsync.
 - Timers run by ``time.monotonic``, the engine's clock: delays and TTRs fire on time.
@@ -55,7 +56,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # app.lifecycle.serve
 
 def eligible(config: Config) -> bool:
     """True when the early loop may serve: see the module docstring."""
-    if config.user is not None or config.tls_cert is not None:
+    if config.user is not None or config.tls_cert is not None or config.cluster is not None:
         return False
     if config.binlog_dir is None:
         return True
