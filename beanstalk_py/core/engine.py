@@ -607,3 +607,74 @@ class Engine:
         t.pause_until = self.clock.now() + (delay if delay else 1e-9)
         t.cmd_pause_tube += 1
         self._timer(t.pause_until, TIMER_UNPAUSE, t)
+
+    # --- replication: a follower applies the leader's records (replica/apply.py) -------
+    #
+    # These take jobs and states as the leader's journal recorded them. Like the
+    # commands, they call ``self.journal`` (put / update / delete), so a follower whose
+    # engine journals to its local binlog keeps a complete local image of the replicated
+    # state. They never move a cmd-* counter; ``adopt_job`` counts total-jobs (the job was
+    # put on the leader). A waiting client, if any, is offered a job made ready as usual.
+
+    def adopt_job(self, job: Job, *, count: bool = True) -> bool:
+        """Take in a job the leader created: ``job.id`` is unknown here, ``job.tube`` one of
+        this engine's tubes (``tube(name)``), ``job.state`` READY, BURIED (end of the tube's
+        buried FIFO) or DELAYED with ``job.deadline`` on this engine's clock (ready at once if
+        it passed). ``count``: add it to total-jobs (engine and tube). Returns the journal's
+        answer; the job is adopted either way (the replicated log is the truth)."""
+        state = job.state
+        if state == DELAYED and job.deadline <= self.clock.now():
+            state = job.state = READY
+        job.reserver = None
+        ok = self.journal.put(job)
+        self.jobs[job.id] = job
+        self.body_bytes += len(job.body)
+        t = job.tube
+        t.jobs_ct += 1
+        if count:
+            t.total_jobs += 1
+            self.total_jobs += 1
+        if state == DELAYED:
+            self._make_delayed(job)
+        elif state == BURIED:
+            self._make_buried(job)
+        else:
+            self._make_ready(job)
+        return ok
+
+    def requeue(self, job: Job, state: int, pri: int, delay: int, deadline: float) -> bool:
+        """Move a live job to ``state`` (READY, BURIED at the end of the FIFO, or DELAYED
+        until ``deadline`` on this engine's clock, ready at once if passed) with a new
+        ``pri`` and ``delay``, from wherever it is (reserved included). Returns the journal's
+        answer to the UPDATE record; the move happens either way."""
+        self._detach(job)
+        if state == DELAYED and deadline <= self.clock.now():
+            state = READY
+        job.pri = pri
+        job.delay = delay
+        job.state = state
+        job.deadline = deadline if state == DELAYED else 0.0
+        ok = self.journal.update(job)
+        if state == DELAYED:
+            self._make_delayed(job)
+        elif state == BURIED:
+            self._make_buried(job)
+        else:
+            self._make_ready(job)
+        return ok
+
+    def discard_job(self, job_id: int) -> bool:
+        """Delete the job ``job_id`` from any state (no owner check); False if unknown."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False
+        self._detach(job)
+        self._forget(job)
+        self.journal.delete(job)
+        self.maybe_destroy(job.tube)
+        return True
+
+    def raise_next_id(self, next_id: int) -> None:
+        """Make the next job id at least ``next_id`` (ids never go back: promotion)."""
+        if next_id > self.next_id:
+            self.next_id = next_id

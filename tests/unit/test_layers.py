@@ -29,8 +29,20 @@ MAY_IMPORT: dict[str, set[str]] = {
     "console": set(),
     # the etcd replicated log and leadership (docs/CLUSTER.md): batches are opaque bytes
     "cluster": set(),
-    "shell": {"root", "system", "core", "protocol", "binlog", "console"},
-    "app": {"root", "system", "core", "protocol", "binlog", "shell", "console", "cluster"},
+    # journal records as replication batches, applied to a follower's engine (replica/)
+    "replica": {"core", "binlog"},
+    "shell": {"root", "system", "core", "protocol", "binlog", "console", "replica"},
+    "app": {
+        "root",
+        "system",
+        "core",
+        "protocol",
+        "binlog",
+        "shell",
+        "console",
+        "cluster",
+        "replica",
+    },
 }
 
 # Justified exceptions, (importer, imported module): keep this list short and explained.
