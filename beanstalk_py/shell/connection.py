@@ -9,6 +9,9 @@ Invariants:
   the transport is over its own limit) and resumes when that ends (``sync_reading``).
 - The connection closes only once its replies are out, none is held for an fsync and no
   reserve waits (``maybe_close``).
+- A connection accepted while the server relays (``Server.set_relay``, a cluster follower)
+  gets no Session: unless it speaks HTTP, its bytes go to the leader through a
+  ``relay.Relay``, and ``Server.set_relay`` with another address closes it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from beanstalk_py.shell.metrics import (
 
 if TYPE_CHECKING:
     from beanstalk_py.shell.httpd import HttpHandler
+    from beanstalk_py.shell.relay import Relay
     from beanstalk_py.shell.server import Server
 
 WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
@@ -55,6 +59,8 @@ class Connection:
         "eof",
         "http",
         "name",
+        "relay",
+        "relay_to",
         "server",
         "session",
         "transport",
@@ -72,6 +78,10 @@ class Connection:
         self._first: bytes | None = b""  # opening bytes until we know whether this is HTTP
         self.http: HttpHandler | None = None  # once the client spoke HTTP
         self._cont = False  # a _continue is scheduled (output back-pressure)
+        # accepted while the server relayed to this leader address: no Session, and a Relay
+        # once the first bytes are not HTTP
+        self.relay_to: tuple[str, int] | None = None
+        self.relay: Relay | None = None
 
     def connection_made(self, transport: Any) -> None:
         if self.transport is not None:
@@ -91,6 +101,12 @@ class Connection:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tr.set_write_buffer_limits(high=srv.config.output_limit)
+        if srv.relay_address is not None:
+            # A follower: the leader's engine serves this client (or httpd does, for HTTP).
+            self.relay_to = srv.relay_address
+            srv.conns.add(self)
+            self._log_accept(transport)
+            return
         # -VV: a Session that logs commands and replies, chosen once per connection so that
         # without DEBUG the command path has no logging check at all.
         cls = TracingSession if conn_log.isEnabledFor(logging.DEBUG) else Session
@@ -98,15 +114,21 @@ class Connection:
         srv.sessions[sess] = self
         sess.set_output_limit(srv.config.output_limit)
         srv.conns.add(self)
+        self._log_accept(transport)
+        if isinstance(sess, TracingSession):
+            sess.peer = self.name
+
+    def _log_accept(self, transport: Any) -> None:
         if conn_log.isEnabledFor(logging.INFO):
             peer = transport.get_extra_info("peername")
             # host:port (IPv4 and IPv6 tuples alike), as log readers and parsers expect
             self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
             conn_log.info("accept %s", self.name)
-        if isinstance(sess, TracingSession):
-            sess.peer = self.name
 
     def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.feed(data)
+            return
         if self.http is not None:
             self.http.feed(data)
             return
@@ -125,6 +147,14 @@ class Connection:
                     return
                 self._become_http(data)
                 return
+        if self.relay_to is not None:
+            if self.server.early:
+                # The relay needs the event loop: wait for it (set_ready).
+                self._first = b""
+                self._wait_ready(data)
+                return
+            self._become_relay(self.relay_to, data)
+            return
         if not self.server.ready:
             # Commands wait for the binlog replay.
             self._wait_ready(data)
@@ -164,18 +194,41 @@ class Connection:
 
         srv = self.server
         sess = self.session
-        assert sess is not None and self.transport is not None
-        # Not a beanstalk client after all: it leaves the engine as if it never came. It ran
-        # no command, so it has no replies on the pending lists.
-        sess.withdraw()
-        srv.sessions.pop(sess, None)
-        self.session = None
+        assert self.transport is not None
+        if sess is not None:
+            # Not a beanstalk client after all: it leaves the engine as if it never came. It
+            # ran no command, so it has no replies on the pending lists.
+            sess.withdraw()
+            srv.sessions.pop(sess, None)
+            self.session = None
+        self.relay_to = None  # answered here: a leader change does not close it
         self.http = HttpHandler(srv, self.transport)
         self.http.feed(data)
+
+    def _become_relay(self, address: tuple[str, int], data: bytes) -> None:
+        from beanstalk_py.shell.relay import Relay
+
+        srv = self.server
+        self.relay = Relay(self, address)
+        srv.relayed_current += 1
+        srv.relayed_total += 1
+        self.relay.start(data)
+
+    def drop_relay(self) -> None:
+        """Close this relayed connection (``Server.set_relay``: the leader changed)."""
+        self.relay_to = None
+        if self.relay is not None:
+            self.relay.drop()
+        elif self.transport is not None:
+            self.transport.close()  # accepted for relaying, sent nothing yet
 
     def eof_received(self) -> bool | None:
         if self.http is not None:
             return False
+        if self.relay is not None:
+            return self.relay.on_client_eof()
+        if self.session is None:
+            return False  # accepted for relaying, sent nothing: nothing to answer
         # A half-closed client ends a blocking reserve with TIMED_OUT (beanstalkd EPOLLRDHUP);
         # what it had pipelined still runs, then the connection closes once replies are out.
         self.eof = True
@@ -228,10 +281,16 @@ class Connection:
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self.relay is not None:
+            self.relay.set_client_full(True)
+            return
         self.sync_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self.relay is not None:
+            self.relay.set_client_full(False)
+            return
         if self.session is not None and not self.session.disconnected:
             self.sync_reading()
             if self.session.output_full:
@@ -274,6 +333,11 @@ class Connection:
         srv.conns.discard(self)
         if self.http is not None:
             self.http.close()
+        if self.relay is not None:
+            self.relay.client_lost()
+            srv.relayed_current -= 1
+            if self.name:
+                conn_log.info("close %s", self.name)
         sess = self.session
         if sess is not None:
             sess.close()

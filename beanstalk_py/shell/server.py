@@ -104,6 +104,10 @@ class Server:
         self.fence: Callable[[], bool] | None = None
         self.cluster: ClusterStatus | None = None  # cluster mode: role, epoch, lag
         self._console_timer: Any = None
+        # cluster follower: new beanstalk connections are relayed to the leader (set_relay)
+        self.relay_address: tuple[str, int] | None = None
+        self.relayed_current = 0  # connections relaying now
+        self.relayed_total = 0  # connections relayed since start
 
     @property
     def loop(self) -> Any:  # asyncio.AbstractEventLoop, or startup.EarlyLoop
@@ -214,6 +218,22 @@ class Server:
             if conn.transport is not None and not conn.transport.is_closing():
                 conn.transport.resume_reading()
                 conn.data_received(data)
+
+    def set_relay(self, address: tuple[str, int] | None) -> None:
+        """Relay new beanstalk connections to the leader at ``address``; None: serve them here.
+
+        A cluster follower calls this on every leader change. Connections accepted while an
+        address was set and not answered here as HTTP are closed on any change, as a restart
+        of the server they talk to would close them; local sessions stay as they are.
+        """
+        if address == self.relay_address:
+            return
+        self.relay_address = address
+        dropped = [c for c in self.conns if c.relay_to is not None]
+        for conn in dropped:
+            conn.drop_relay()
+        where = f"{address[0]}:{address[1]}" if address is not None else "none (served here)"
+        log.info("relay: new connections to %s; closed %d relayed", where, len(dropped))
 
     def protocol_factory(self) -> Any:  # a Connection (asyncio wants a BaseProtocol type)
         return Connection(self)
