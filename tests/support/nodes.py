@@ -100,6 +100,7 @@ class NodeCluster:
             *("python", "-m", "beanstalk_py", "-l", HOST, "-p", str(node.port)),
             *("-b", str(node.binlog), "--cluster", self.url, "--node-id", node.name),
             *("--advertise", f"{HOST}:{node.port}", "--lease-ttl", str(LEASE_TTL)),
+            "-V",
             *self.extra,
         ]
 

@@ -29,9 +29,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "console": set(),
     # the etcd replicated log and leadership (docs/CLUSTER.md): batches are opaque bytes
     "cluster": set(),
-    # journal records as replication batches, applied to a follower's engine (replica/)
-    "replica": {"core", "binlog"},
-    "shell": {"root", "system", "core", "protocol", "binlog", "console", "replica"},
+    # the cluster's engine side: batches of journal records, applying them, the leader's
+    # journal that ships them through the etcd log (cluster)
+    "replica": {"core", "binlog", "cluster"},
+    "shell": {"root", "system", "core", "protocol", "binlog", "console"},
     "app": {
         "root",
         "system",
