@@ -46,6 +46,7 @@ LOGGER_NAMES = (
     "beanstalk_py.conn",
     "beanstalk_py.binlog",
     "beanstalk_py.metrics",
+    "beanstalk_py.cluster",
 )
 
 #: Structured fields accepted through ``extra=`` and rendered by both formats, in this order.

@@ -16,6 +16,7 @@ class AppendCounters(Protocol):
     append_seconds: float
     last_append_seconds: float
     next_seq: int
+    compactions: int
 
 
 class ClusterStatus:

@@ -231,6 +231,11 @@ def _cluster_metrics(
         "time spent in etcd log appends (divide by appends: mean latency)",
         shipper.append_seconds if shipper else 0.0,
     )
+    yield counter(
+        "cluster_log_compactions",
+        "etcd log compactions (live jobs re-appended, older batches deleted)",
+        shipper.compactions if shipper else 0,
+    )
     yield gauge(
         "cluster_etcd_last_append_seconds",
         "latency of the last etcd log append",

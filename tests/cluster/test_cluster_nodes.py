@@ -385,3 +385,68 @@ def test_a_restarted_follower_catches_up_and_can_take_over(nodes: NodeCluster) -
         assert int(reply.split()[1]) > ids[-1]
     finally:
         client.close()
+
+
+def test_kill_9_of_the_etcd_raft_leader_under_load_loses_nothing(
+    nodes: NodeCluster,
+) -> None:
+    ledger = Ledger()
+    etcd = nodes.etcd
+    with workload(nodes, ledger):
+        time.sleep(1.5)
+        member = etcd.wait_raft_leader()
+        etcd.kill(member)
+        etcd.wait_raft_leader(exclude=member)
+        time.sleep(2.0)
+        before = len(ledger.inserted)
+        time.sleep(1.5)
+        assert len(ledger.inserted) > before, "writes did not resume after the etcd failover"
+        etcd.restart(member)
+        time.sleep(1.0)
+    left = drain(nodes.leader(), ledger)
+    check(ledger, left)
+
+
+def test_a_follower_behind_a_compacted_log_rebuilds_from_it(
+    etcd_fresh: EtcdCluster, prefix: str
+) -> None:
+    # Compaction after every 20 KB: the log is compacted many times while a follower is down.
+    cluster = NodeCluster.start(etcd_fresh, prefix, 3, "--cluster-compact-bytes", "20000")
+    try:
+        leader = cluster.leader()
+        cluster.followers_ready()
+        follower = next(n for n in cluster.nodes if n is not leader)
+        cluster.kill(follower)
+        client = Client(leader.address)
+        kept: list[int] = []
+        try:
+            for i in range(400):
+                reply = client.put(b"compact-%d-9-" % i + b"z" * 500, 9)
+                job_id = int(reply.split()[1])
+                if i % 4:
+                    assert client.ask(b"delete %d\r\n" % job_id)[0] == b"DELETED"
+                else:
+                    kept.append(job_id)
+                if i % 100 == 99:
+                    time.sleep(1.2)  # the leader checks the log's size once a second
+        finally:
+            client.close()
+        wait_until(
+            lambda: (leader.metric("beanstalkd_cluster_log_compactions_total") or 0) >= 2,
+            10,
+            "compactions",
+        )
+        cluster.spawn(follower)
+        wait_until(
+            lambda: follower.metric("beanstalkd_current_jobs_ready") == len(kept),
+            20,
+            "the follower to rebuild the 100 live jobs from the compacted log",
+        )
+        for n in cluster.nodes:
+            if n is not follower:
+                cluster.kill(n)
+        assert cluster.leader(timeout=15) is follower
+        left = drain(follower, Ledger())
+        assert sorted(left.values()) == kept
+    finally:
+        cluster.close()
