@@ -37,11 +37,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from beanstalk_py.replica.batch import BatchRecorder
-
 from beanstalk_py.cluster.compaction import compact_log
 from beanstalk_py.cluster.etcdlog import MAX_BATCH_BYTES
 from beanstalk_py.core.journal import NULL_STATS, JournalStats
+from beanstalk_py.replica.batch import BatchRecorder
 
 if TYPE_CHECKING:
     from beanstalk_py.binlog import Binlog
