@@ -28,6 +28,7 @@ from support.inprocess import running
 from support.yamlfmt import quoted_keys
 
 from beanstalk_py.core import stats
+from beanstalk_py.shell import relay as relay_mod
 from beanstalk_py.shell.relay import RELAY_BUFFER
 from beanstalk_py.shell.server import Server
 
@@ -254,6 +255,23 @@ async def test_same_leader_again_keeps_connections() -> None:
         await c.close()
 
 
+async def test_follower_stop_closes_both_sides() -> None:
+    async with running() as leader:
+        async with running() as follower:
+            follower.set_relay(addr(leader))
+            reader, writer = await asyncio.open_connection("127.0.0.1", follower.port)
+            writer.write(b"use t\r\n")
+            assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"USING t\r\n"
+            assert counts(leader)["current-connections"] == 1
+        assert await read_eof(reader) == b""
+        writer.close()
+        for _ in range(200):  # the leader sees the relay's connection end
+            if counts(leader)["current-connections"] == 0:
+                break
+            await asyncio.sleep(0.005)
+        assert counts(leader)["current-connections"] == 0
+
+
 # --- the leader unreachable -------------------------------------------------------------------
 
 
@@ -280,6 +298,28 @@ async def test_leader_down_closes_the_client_promptly(caplog: pytest.LogCaptureF
         await c.close()
         await asyncio.sleep(0.05)
         assert follower.relayed_current == 0
+
+
+async def test_leader_not_answering_the_connect_times_out(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A leader host that drops the SYN (here: a listener whose backlog is full)."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(relay_mod, "CONNECT_TIMEOUT", 0.3)
+    with socket.socket() as stuck, socket.socket() as filler:
+        stuck.bind(("127.0.0.1", 0))
+        stuck.listen(0)
+        filler.connect(stuck.getsockname())  # fills the backlog: later SYNs are dropped
+        async with running() as follower:
+            follower.set_relay(stuck.getsockname())
+            reader, writer = await asyncio.open_connection("127.0.0.1", follower.port)
+            t0 = time.monotonic()
+            writer.write(b"stats\r\n")
+            assert await read_eof(reader, 3.0) == b""
+            assert time.monotonic() - t0 < 2.0
+            writer.close()
+    failed = [r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].endswith("TimeoutError"), failed
 
 
 async def test_leader_refusing_the_connection_closes_the_client() -> None:
