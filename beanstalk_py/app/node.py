@@ -84,6 +84,7 @@ class Node:
         self.term: Leadership | None = None
         self.shipper: Shipper | None = None
         self._compactor: asyncio.Task[None] | None = None
+        self._relay_epoch = 0  # the term relayed connections belong to
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve as this node until ``stop`` is set (0) or leadership is lost (RESTART)."""
@@ -205,6 +206,11 @@ class Node:
             self.server.set_relay(None)
             return
         st.leader = info.node_id
+        if info.epoch != self._relay_epoch:
+            # A new term closes relayed connections even at the same address (a leader that
+            # restarted and won again), as a restart of beanstalkd would.
+            self._relay_epoch = info.epoch
+            self.server.set_relay(None)
         st.epoch = max(st.epoch, info.epoch)
         if info.node_id == self.config.node_id:
             return  # our own (stale) key, or this node is about to promote itself

@@ -205,6 +205,17 @@ class Connection:
         self.http = HttpHandler(srv, self.transport)
         self.http.feed(data)
 
+    def relay_instead(self, address: tuple[str, int]) -> None:
+        """A connection accepted before the server relayed, whose commands wait for a role
+        (cluster mode, ``Server.set_relay``): it ran nothing here, so it leaves the engine as
+        if it never came and is relayed to ``address`` from its first bytes on."""
+        sess = self.session
+        if sess is not None:
+            sess.withdraw()
+            self.server.sessions.pop(sess, None)
+            self.session = None
+        self.relay_to = address
+
     def _become_relay(self, address: tuple[str, int], data: bytes) -> None:
         from beanstalk_py.shell.relay import Relay
 

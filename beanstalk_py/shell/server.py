@@ -234,6 +234,17 @@ class Server:
             conn.drop_relay()
         where = f"{address[0]}:{address[1]}" if address is not None else "none (served here)"
         log.info("relay: new connections to %s; closed %d relayed", where, len(dropped))
+        if address is not None and not self.ready:
+            # Cluster mode before this node serves: connections accepted while no leader was
+            # known have run nothing here (their commands wait for a role); relay them too.
+            waiting = {conn: data for conn, data in self._not_ready}
+            self._not_ready = []
+            for conn in [c for c in self.conns if c.session is not None]:
+                conn.relay_instead(address)
+            for conn, data in waiting.items():
+                if conn.transport is not None and not conn.transport.is_closing():
+                    conn.transport.resume_reading()
+                    conn.data_received(data)
 
     def protocol_factory(self) -> Any:  # a Connection (asyncio wants a BaseProtocol type)
         return Connection(self)

@@ -450,3 +450,30 @@ def test_a_follower_behind_a_compacted_log_rebuilds_from_it(
         assert sorted(left.values()) == kept
     finally:
         cluster.close()
+
+
+def test_clients_connected_before_any_leader_is_known_are_served(
+    etcd_fresh: EtcdCluster, prefix: str
+) -> None:
+    cluster = NodeCluster.start(etcd_fresh, prefix)
+    clients: list[Client] = []
+    try:
+        for node in cluster.nodes:  # as soon as each listens, before roles are settled
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    clients.append(Client(node.address, timeout=20))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, cluster.logs()
+                    time.sleep(0.005)
+        for i, client in enumerate(clients):
+            reply = client.put(b"early-%d-3" % i, 3)
+            assert reply.startswith(b"INSERTED "), (reply, cluster.logs())
+        leader = cluster.leader()
+        left = drain(leader, Ledger())
+        assert sorted(left) == [b"early-%d-3" % i for i in range(3)]
+    finally:
+        for client in clients:
+            client.close()
+        cluster.close()
