@@ -254,8 +254,11 @@ def _cluster(cfg: Config, opts: dict[str, Any]) -> None:
 
     try:
         parse_cluster_url(url)
+        import beanstalk_py.cluster.client  # noqa: F401 - aetcd and grpc, the cluster extra
     except ClusterConfigError as exc:
         raise click.UsageError(str(exc), None) from None
+    except ImportError as exc:
+        raise click.UsageError(f"--cluster: {exc}", None) from None
     node_id = opts.get("node_id")
     advertise = opts.get("advertise")
     if not node_id:

@@ -84,6 +84,21 @@ def test_version_and_help() -> None:
         (["-p", "65536", "--no-http"], "invalid port"),
         (["-b", "/nonexistent/dir"], "does not exist"),
         (["stray"], "unexpected extra argument"),
+        (["--node-id", "a"], "--node-id needs --cluster"),
+        (["--cluster", "http://h:1/p", "--node-id", "a", "--advertise", "h:1"], "etcd://"),
+        (["--cluster", "etcd://127.0.0.1:2379/p", "--advertise", "h:1"], "--node-id"),
+        (["--cluster", "etcd://127.0.0.1:2379/p", "--node-id", "a"], "--advertise"),
+        (
+            ["--cluster", "etcd://127.0.0.1:2379/p", "--node-id", "a", "--advertise", "h"],
+            "expected HOST:PORT",
+        ),
+        (
+            [
+                *("--cluster", "etcd://127.0.0.1:2379/p", "--node-id", "a"),
+                *("--advertise", "h:1", "-z", "2000000"),
+            ],
+            "-z must be at most 1048576",
+        ),
     ],
 )
 def test_usage_errors_exit_5_without_traceback(args: list[str], message: str) -> None:
@@ -192,3 +207,25 @@ def test_c_and_n_are_accepted_with_a_warning() -> None:
 def test_unknown_user_exits_33() -> None:
     out = run("-l", "127.0.0.1", "-p", str(free_port()), "-u", "no-such-user-xyz")
     assert out.returncode == 33 and "no such user" in out.stderr
+
+
+def test_cluster_flags_reach_the_config() -> None:
+    cfg = config_for(
+        *("--cluster", "etcd://10.0.0.1:2379,10.0.0.2:2379/prod", "--node-id", "a"),
+        *("--advertise", "10.0.0.1:11300", "--lease-ttl", "1"),
+        *("--cluster-compact-bytes", "1000000"),
+    )
+    assert cfg.cluster == "etcd://10.0.0.1:2379,10.0.0.2:2379/prod"
+    assert (cfg.node_id, cfg.advertise, cfg.lease_ttl) == ("a", "10.0.0.1:11300", 1)
+    assert cfg.cluster_compact_bytes == 1_000_000
+    assert config_for().cluster is None
+
+
+def test_cluster_without_the_extra_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    # What a server installed without 'beanstalk-py[cluster]' sees: aetcd cannot be imported.
+    monkeypatch.setitem(sys.modules, "aetcd", None)
+    monkeypatch.delitem(sys.modules, "beanstalk_py.cluster.client", raising=False)
+    with pytest.raises(click.UsageError, match=r"pip install 'beanstalk-py\[cluster\]'"):
+        config_for("--cluster", "etcd://127.0.0.1:2379/p", "--node-id", "a", "--advertise", "h:1")
