@@ -157,7 +157,7 @@ def _size(value: str) -> int:
 @click.option(
     "--lease-ttl",
     type=click.IntRange(1, 60),
-    default=2,
+    default=1,
     show_default=True,
     help="seconds a leader may be silent before another node takes over",
 )
@@ -277,7 +277,7 @@ def _cluster(cfg: Config, opts: dict[str, Any]) -> None:
     cfg.cluster = url
     cfg.node_id = node_id
     cfg.advertise = advertise
-    cfg.lease_ttl = opts.get("lease_ttl") or 2
+    cfg.lease_ttl = opts.get("lease_ttl") or 1
     cfg.cluster_compact_bytes = _size(opts.get("cluster_compact_bytes") or "67108864")
 
 

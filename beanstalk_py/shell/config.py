@@ -59,7 +59,7 @@ class Config:
         cluster: str | None = None,
         node_id: str | None = None,
         advertise: str | None = None,
-        lease_ttl: int = 2,
+        lease_ttl: int = 1,
         cluster_compact_bytes: int = 64 * 1024 * 1024,  # etcd log bytes between compactions
     ) -> None:
         self.host = host
