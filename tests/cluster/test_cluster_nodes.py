@@ -477,3 +477,27 @@ def test_clients_connected_before_any_leader_is_known_are_served(
         for client in clients:
             client.close()
         cluster.close()
+
+
+def test_sigterm_of_the_leader_hands_over_at_once_and_keeps_the_jobs(
+    etcd_fresh: EtcdCluster, prefix: str
+) -> None:
+    # A 5 s lease: a successor that had to wait for it to expire would take 5 s or more.
+    nodes = NodeCluster.start(etcd_fresh, prefix, 3, "--lease-ttl", "5")
+    try:
+        leader = nodes.leader()
+        nodes.followers_ready()
+        client = Client(leader.address)
+        try:
+            assert client.put(b"kept-0-2", 2).startswith(b"INSERTED")
+        finally:
+            client.close()
+        assert leader.proc is not None
+        leader.proc.terminate()
+        assert leader.proc.wait(10) == 0
+        # It resigned (revoked its lease): the successor did not wait for the TTL.
+        successor = nodes.leader(exclude=leader, timeout=3.0)
+        left = drain(successor, Ledger())
+        assert list(left) == [b"kept-0-2"]
+    finally:
+        nodes.close()
