@@ -72,7 +72,7 @@ def _delayed_ids(engine: Engine, name: str) -> list[int]:
 
 def snapshot(engine: Engine, *, counters: bool = True) -> dict[str, Any]:
     """Everything a restart must reproduce, as seen from outside; reserved jobs show as ready
-    (a restart's view). ``counters=False`` leaves out reserves and timeouts, which change
+    and tubes without jobs (but ``default``) are left out (a restart's view). ``counters=False`` leaves out reserves and timeouts, which change
     without a record (as in beanstalkd)."""
     jobs = {}
     for j in sorted(engine.jobs.values(), key=lambda j: j.id):
@@ -96,6 +96,8 @@ def snapshot(engine: Engine, *, counters: bool = True) -> dict[str, Any]:
     tubes = {}
     reserved = 0
     for name, t in sorted(engine.tubes.items()):
+        if not t.jobs_ct and t is not engine.default:
+            continue  # kept alive by a client only: gone after a restart
         reserved += t.reserved_ct
         ready = _ready_ids(engine, name)
         # the heap holds exactly the ready jobs (reserved ones counted as ready)

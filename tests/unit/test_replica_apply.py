@@ -227,16 +227,26 @@ def op(name: str, *args: st.SearchStrategy[int]) -> st.SearchStrategy[Op]:
     return st.tuples(st.just(name), *padded)
 
 
+PUT = op(
+    "put",
+    st.integers(0, 2),  # tube
+    st.sampled_from([0, 5, 1023, 1024, 5000]),  # pri
+    st.sampled_from([0, 0, 3, 40]),  # delay
+    st.integers(0, 40),  # body length
+)
+RESERVE = op("reserve")
+# puts, reserves and buries weigh more: most sequences have jobs to act on, buried ones
+# several per tube
 OPS = st.lists(
     st.one_of(
-        op(
-            "put",
-            st.integers(0, 2),  # tube
-            st.sampled_from([0, 5, 1023, 1024, 5000]),  # pri
-            st.sampled_from([0, 0, 3, 40]),  # delay
-            st.integers(0, 40),  # body length
-        ),
-        op("reserve"),
+        PUT,
+        PUT,
+        PUT,
+        PUT,
+        RESERVE,
+        RESERVE,
+        op("reserve_bury", st.sampled_from([0, 3000])),
+        op("reserve_bury", st.sampled_from([0, 3000])),
         op("release", st.integers(0, 50), st.sampled_from([0, 1, 2000])),
         op("release_delay", st.integers(0, 50), st.sampled_from([2, 30])),
         op("bury", st.integers(0, 50), st.sampled_from([0, 3000])),
@@ -249,7 +259,8 @@ OPS = st.lists(
         op("advance", st.sampled_from([1, 5, 61])),
         op("ship"),
     ),
-    max_size=60,
+    min_size=40,
+    max_size=120,
 )
 TUBES = ("default", "emails", "t-2")
 
@@ -279,6 +290,10 @@ def drive(c: Cluster, ops: list[Op]) -> None:
             e.put(client, e.new_job_id(client), b, d, 60, body)
         elif kind == "reserve":
             e.reserve(client, 0)
+        elif kind == "reserve_bury":
+            e.reserve(client, 0)
+            for job_id in set(client.reserved) - set(held):
+                e.bury(client, job_id, a)
         elif kind in ("release", "release_delay"):
             job_id = pick(a, held)
             if job_id is not None:
@@ -315,11 +330,13 @@ def drive(c: Cluster, ops: list[Op]) -> None:
             c.follower.tick()
         elif kind == "ship":
             c.ship()
+            # at every batch the follower shows the leader's state as a restart would
+            assert snapshot(c.follower, counters=False) == snapshot(e, counters=False)
     c.ship()
 
 
 @settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=OPS)
 def test_follower_equals_binlog_replay(
@@ -374,6 +391,13 @@ def test_next_id_covers_every_id_the_leader_handed_out(tmp_path: Path) -> None:
     assert batch is not None
     c.applier.apply(batch)
     assert c.applier.next_id == c.follower.next_id == 1000
+    # ids seen count too, whatever the header says
+    fresh = Applier(Engine(ManualClock()))
+    c.rec.put(c.leader.jobs[last])
+    batch = c.rec.take(1)
+    assert batch is not None
+    fresh.apply(batch)
+    assert fresh.next_id == fresh.engine.next_id == last + 1
     # promotion: the follower's engine hands out ids above every one the leader used
     fs = Session(c.follower)
     assert cmd(fs, b"put 0 0 1 1", b"n") == b"INSERTED 1000\r\n"
@@ -467,3 +491,54 @@ def test_the_follower_s_binlog_restores_its_state(tmp_path: Path) -> None:
     assert list(image.default.buried) == list(c.leader.default.buried) == [r1, r2]
     assert image.jobs[r3].state == DELAYED and image.jobs[ids[0]].state == READY
     assert image.next_id == c.follower.next_id
+
+
+def test_a_delay_that_passed_before_the_batch_arrived_is_ready_at_once(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    s = c.session()
+    job = put(s, 1, 5, b"late")
+    batch = c.rec.take(c.leader.next_id)
+    assert batch is not None
+    c.clock.advance(6)  # the follower lags behind the job's ready time
+    c.applier.apply(batch)
+    assert c.follower.jobs[job].state == READY  # no tick needed
+    assert (c.follower.ready_ct, c.follower.delayed_ct) == (1, 0)
+    # a release with a delay that passed likewise
+    c.leader.tick()
+    assert reserve(s) == job
+    assert cmd(s, b"release %d 2 3" % job) == b"RELEASED\r\n"
+    batch = c.rec.take(c.leader.next_id)
+    assert batch is not None
+    c.clock.advance(4)
+    c.applier.apply(batch)
+    assert c.follower.jobs[job].state == READY and c.follower.jobs[job].pri == 2
+    assert (c.follower.ready_ct, c.follower.delayed_ct, c.follower.urgent_ct) == (1, 0, 1)
+
+
+def test_a_re_append_replaces_the_job_s_state(tmp_path: Path) -> None:
+    """A FULL record of a known id (compaction copying a live job forward) carries its
+    current state, even when the records in between were compacted away."""
+    c = Cluster(tmp_path)
+    s = c.session()
+    a = put(s, 1, 0, b"a")
+    b = put(s, 1, 0, b"b")
+    c.ship()
+    assert reserve(s) == a
+    assert cmd(s, b"bury %d 5" % a) == b"BURIED\r\n"
+    assert reserve(s) == b
+    assert cmd(s, b"release %d 3000 50" % b) == b"RELEASED\r\n"
+    c.rec.take(0)  # those UPDATE records never reach the follower
+    job_a, job_b = c.leader.jobs[a], c.leader.jobs[b]
+    c.rec.put(job_a)
+    c.rec.put(job_b)
+    c.ship()
+    assert snapshot(c.follower, counters=False) == snapshot(c.leader, counters=False)
+    assert c.follower.jobs[a].state == BURIED and c.follower.jobs[b].state == DELAYED
+    assert c.follower.total_jobs == 2  # a re-append is not a new job
+    # a FULL record with other contents for a known id replaces the job as a whole
+    job_a.body = b"other\r\n"
+    c.rec.put(job_a)
+    c.ship()
+    assert c.follower.jobs[a].body == b"other\r\n"
+    assert c.follower.body_bytes == len(b"other\r\n") + len(b"b\r\n")
+    assert c.follower.total_jobs == 2 and c.follower.buried_ct == 1
