@@ -292,8 +292,8 @@ def drive(c: Cluster, ops: list[Op]) -> None:
             e.reserve(client, 0)
         elif kind == "reserve_bury":
             e.reserve(client, 0)
-            for job_id in set(client.reserved) - set(held):
-                e.bury(client, job_id, a)
+            for got in set(client.reserved) - set(held):
+                e.bury(client, got, a)
         elif kind in ("release", "release_delay"):
             job_id = pick(a, held)
             if job_id is not None:
