@@ -193,6 +193,10 @@ class ServerView(Protocol):
     def auth_token(self) -> bytes | None: ...
     @property
     def cluster(self) -> ClusterStatus | None: ...  # cluster mode only
+    @property
+    def relayed_current(self) -> int: ...  # a follower's relayed connections
+    @property
+    def relayed_total(self) -> int: ...
     def console_ready(self) -> Console: ...  # the web console, set up on first use
 
 
@@ -351,6 +355,16 @@ class EngineCollector:
         cluster = server.cluster
         if cluster is not None:
             yield from _cluster_metrics(cluster, gauge, counter)
+            yield gauge(
+                "cluster_relayed_connections",
+                "client connections this follower relays to the leader now",
+                server.relayed_current,
+            )
+            yield counter(
+                "cluster_relayed_connections_accepted",
+                "client connections relayed to the leader since start",
+                server.relayed_total,
+            )
         rows: list[tuple[str, tuple[int, ...]]] = []
         folded = self.folded
         if self.tubes:

@@ -292,6 +292,8 @@ def test_a_follower_relays_to_the_leader_and_reports_its_role(nodes: NodeCluster
     assert leader.metric("beanstalkd_cluster_epoch") == followers[0].metric(
         "beanstalkd_cluster_epoch"
     )
+    assert followers[0].metric("beanstalkd_cluster_relayed_connections_accepted_total") == 1
+    assert followers[0].metric("beanstalkd_cluster_relayed_connections") == 0  # a is closed
 
 
 def test_kill_9_of_the_leader_under_load_loses_nothing_acknowledged(
