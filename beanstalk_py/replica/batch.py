@@ -55,6 +55,7 @@ from beanstalk_py.core.journal import JournalStats
 
 if TYPE_CHECKING:
     from beanstalk_py.core.clock import Clock
+    from beanstalk_py.core.engine import Engine
     from beanstalk_py.core.job import Job
 
 BATCH_MAGIC: Final = b"BQRB"
@@ -176,6 +177,25 @@ class BatchRecorder:
     def update(self, job: Job) -> bool:
         self._append(self._record(T_UPDATE, job))
         return True
+
+    def record_live_jobs(self, engine: Engine) -> int:
+        """A FULL record of every live job of ``engine`` in its current state (the snapshot
+        that lets older batches be deleted); returns how many.
+
+        Each tube's buried jobs are written in FIFO order, after the other jobs: a reader
+        queues every buried record at the end of the FIFO (bury order = log order), so this
+        keeps the leader's bury order on followers that hold the jobs already and on those
+        that start from the snapshot. (Writing them in id order would reorder them.)"""
+        n = 0
+        for job in list(engine.jobs.values()):
+            if job.state != BURIED:
+                self._append(self._record(T_FULL, job))
+                n += 1
+        for t in list(engine.tubes.values()):
+            for job in list(t.buried.values()):
+                self._append(self._record(T_FULL, job))
+                n += 1
+        return n
 
     def delete(self, job: Job) -> None:
         self._append(fmt.encode_delete(job.id))

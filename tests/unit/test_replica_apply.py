@@ -542,3 +542,30 @@ def test_a_re_append_replaces_the_job_s_state(tmp_path: Path) -> None:
     assert c.follower.jobs[a].body == b"other\r\n"
     assert c.follower.body_bytes == len(b"other\r\n") + len(b"b\r\n")
     assert c.follower.total_jobs == 2 and c.follower.buried_ct == 1
+
+
+def test_a_snapshot_keeps_the_leader_s_bury_order(tmp_path: Path) -> None:
+    """record_live_jobs (compaction's re-append of every live job) keeps each tube's bury
+    order on a follower that holds the jobs and on one that starts from the snapshot."""
+    c = Cluster(tmp_path)
+    s = c.session()
+    cmd(s, b"watch other")
+    ids = [put(s, 1, 0, b"j%d" % i) for i in range(6)]
+    cmd(s, b"use other")
+    ids.append(put(s, 1, 0, b"o"))
+    put(s, 1, 100, b"delayed")
+    got = [reserve(s) for _ in range(5)]
+    for job_id in (got[3], got[0], got[4], got[2]):  # bury order unlike the ids'
+        assert cmd(s, b"bury %d 5" % job_id) == b"BURIED\r\n"
+    c.ship()
+    buried = list(c.leader.default.buried)
+    assert buried == [got[3], got[0], got[4], got[2]]
+    assert c.rec.record_live_jobs(c.leader) == len(c.leader.jobs)
+    snap = c.rec.take(c.leader.next_id)
+    assert snap is not None
+    c.applier.apply(snap)  # a follower that holds every job already
+    fresh = Engine(ManualClock())
+    Applier(fresh).apply(snap)  # one that starts from the snapshot
+    for follower in (c.follower, fresh):
+        assert list(follower.default.buried) == buried
+        assert snapshot(follower, counters=False) == snapshot(c.leader, counters=False)
