@@ -159,8 +159,7 @@ class Node:
         floor = self.config.cluster_compact_bytes
 
         def record_live_jobs() -> None:
-            for job in list(engine.jobs.values()):
-                recorder.put(job)
+            recorder.record_live_jobs(engine)  # buried jobs last, in bury order
 
         while True:
             await asyncio.sleep(COMPACT_CHECK)
@@ -181,6 +180,7 @@ class Node:
         st = self.status
         st.applied_seq = entry.seq
         st.applied_at = time.time()
+        st.local_refusals = self.applier.journal_refusals
         st.epoch = max(st.epoch, entry.epoch)
         if st.log_end < entry.seq:
             st.log_end = entry.seq

@@ -31,6 +31,8 @@ class ClusterStatus:
         self.applied_at = 0.0  # wall time of that (0: none yet)
         self.log_end = 0  # the highest batch number known to be in the log
         self.failovers = 0  # times this process became leader
+        # applied changes the local binlog refused (full disk): its image has gaps then
+        self.local_refusals = 0
         self.shipper: AppendCounters | None = None  # set on the leader
 
     @property

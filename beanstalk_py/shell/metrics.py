@@ -228,6 +228,11 @@ def _cluster_metrics(
         cluster.lag,
     )
     yield counter("cluster_failovers", "times this process became leader", cluster.failovers)
+    yield counter(
+        "cluster_local_journal_refusals",
+        "applied changes the local binlog could not record (its image of the queue has gaps)",
+        cluster.local_refusals,
+    )
     shipper = cluster.shipper
     yield counter("cluster_etcd_appends", "etcd log appends", shipper.appends if shipper else 0)
     yield counter(
