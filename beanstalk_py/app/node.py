@@ -242,12 +242,19 @@ class Node:
             log.error("cluster: won epoch %d but %s; resigning", term.epoch, exc)
             return False
         engine.raise_next_id(self.applier.next_id)
+        server.flush()  # the local binlog writes what was applied, under the old journal
+        commit = server.group_commit
         recorder = BatchRecorder(server.clock)
         shipper = self.shipper = Shipper(
-            recorder, elog, term, self.applied_seq + 1, lambda: engine.next_id
+            recorder,
+            elog,
+            term,
+            self.applied_seq + 1,
+            lambda: engine.next_id,
+            # above every turn number the old journal used (its fsync may still be running)
+            start_turn=max(commit.written_seq, commit.durable_seq),
         )
         journal = ReplicatedJournal(self.binlog, recorder, shipper, server.clock)
-        server.flush()  # the local binlog writes what was applied, under the old journal
         engine.journal = journal
         server.group_commit.attach(journal, 0)  # every acknowledgement waits for etcd
         server.fence = term.is_leader

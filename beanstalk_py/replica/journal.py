@@ -8,10 +8,11 @@
   that keeps the same records in memory for etcd.
 * ``write_pending`` (once per loop turn, before any reply of the turn leaves) writes the local
   records and numbers the turn (``written_seq``); it wakes the ``Shipper``.
-* ``fsync`` (group commit runs it on a worker thread, and in cluster mode *every* reply that
-  follows a journaled change is held for it, as ``-f 0`` holds them) fsyncs the local binlog
-  when its ``-f`` policy says so, then waits until the ``Shipper`` has committed every record of
-  the turns written so far to etcd; it returns that turn number, which releases the replies.
+* ``sync_async`` (group commit calls it instead of running ``fsync`` on a worker thread; in
+  cluster mode *every* reply that follows a journaled change is held for it, as ``-f 0`` holds
+  them) returns a future that resolves once the ``Shipper`` has committed every record of the
+  turns written so far to etcd, after a local fsync when the ``-f`` policy says one is due;
+  its result, that turn number, releases the replies. ``fsync`` is the same, blocking.
 
 Invariants:
 - No reply that acknowledges a change leaves before its records are written locally and
@@ -70,14 +71,15 @@ class Shipper:
         term: Leadership,
         next_seq: int,
         next_id: Callable[[], int],
+        start_turn: int = 0,
     ) -> None:
         self.recorder = recorder
         self.log = log_
         self.term = term
         self.next_seq = next_seq  # the etcd log's next batch number
         self.next_id = next_id  # the engine's next job id, carried in every batch header
-        self.written_seq = 0  # the last loop turn whose records were handed over
-        self.committed_seq = 0  # the last loop turn whose records are committed in etcd
+        self.written_seq = start_turn  # the last loop turn whose records were handed over
+        self.committed_seq = start_turn  # the last loop turn whose records are in etcd
         self.failed: BaseException | None = None
         self.appends = 0
         self.append_seconds = 0.0  # total time in etcd appends (/metrics)
@@ -87,6 +89,8 @@ class Shipper:
         # compaction (``request_snapshot``): records FULL of every live job
         self._snapshot: Callable[[], None] | None = None
         self._cond = threading.Condition()
+        # futures waiting on the loop for a turn to be committed: (turn, future)
+        self._waiters: list[tuple[int, asyncio.Future[int]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -138,6 +142,7 @@ class Shipper:
                 with self._cond:
                     self.committed_seq = max(self.committed_seq, target)
                     self._cond.notify_all()
+                self._wake_waiters()
                 if compact_upto > 0 and self.next_seq - 1 > compact_upto:
                     await compact_log(self.log, compact_upto, self.term.epoch)
                     self.compactions += 1
@@ -156,6 +161,28 @@ class Shipper:
             if self.failed is None:
                 self.failed = exc
             self._cond.notify_all()
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        committed = self.committed_seq
+        failed = self.failed
+        keep = []
+        for turn, fut in self._waiters:
+            if fut.done():
+                continue
+            if failed is not None:
+                fut.set_exception(ReplicationFailed(f"etcd log append failed: {failed}"))
+            elif turn <= committed:
+                fut.set_result(committed)
+            else:
+                keep.append((turn, fut))
+        self._waiters = keep
+
+    def when_committed(self, turn: int, fut: asyncio.Future[int]) -> None:
+        """Loop thread: resolve ``fut`` with the committed turn once ``turn`` is committed
+        (at once if it is), or fail it if appends failed."""
+        self._waiters.append((turn, fut))
+        self._wake_waiters()
 
     def wait_committed(self, seq: int) -> int:
         """Worker thread: block until turn ``seq`` is committed; raise if it never will be."""
@@ -181,7 +208,10 @@ class ReplicatedJournal:
         self.recorder = recorder
         self.shipper = shipper
         self.clock = clock
-        self.written_seq = 0
+        # Turns are numbered on from group commit's numbering under the journal this one
+        # replaces (``Shipper(start_turn=...)``): replies held for a new turn must never be
+        # released by a number that belonged to the old journal's fsyncs.
+        self.written_seq = shipper.written_seq
 
     # ---- core.journal.Journal --------------------------------------------------------
 
@@ -229,6 +259,30 @@ class ReplicatedJournal:
             if due is not None and due <= self.clock.now():
                 local.fsync()
         return self.shipper.wait_committed(target)
+
+    def sync_async(self) -> asyncio.Future[int]:
+        """Loop thread (group commit's ``start_fsync``): a future of the turn now durable.
+
+        The local fsync runs on a worker thread only when the ``-f`` policy says it is due;
+        otherwise nothing leaves the loop: the future resolves when the etcd commit lands."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        target = self.written_seq
+        local = self.local
+        due = local.sync_deadline() if local is not None else None
+        if local is None or due is None or due > self.clock.now():
+            self.shipper.when_committed(target, fut)
+            return fut
+
+        def local_done(synced: asyncio.Future[int]) -> None:
+            exc = synced.exception()
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                self.shipper.when_committed(target, fut)
+
+        loop.run_in_executor(None, local.fsync).add_done_callback(local_done)
+        return fut
 
     @property
     def gc_due(self) -> bool:

@@ -65,10 +65,14 @@ class GroupCommit:
         self._sync_timer: Any = None  # a TimerHandle (asyncio's, uvloop's or the early loop's)
         self._sync_future: Any = None  # the fsync running on a worker thread, if any
         self.failed = False
+        self._sync_async: Callable[[], Any] | None = None
 
     def attach(self, binlog: DurableJournal | None, fsync_ms: int | None) -> None:
         self.binlog = binlog
         self.always_sync = binlog is not None and fsync_ms == 0
+        # A journal whose durability arrives on the loop (cluster mode: the etcd commit)
+        # offers ``sync_async()``, a future of the durable sequence number: no worker thread.
+        self._sync_async = getattr(binlog, "sync_async", None)
 
     @property
     def pending(self) -> bool:
@@ -134,7 +138,11 @@ class GroupCommit:
     def start_fsync(self) -> None:
         assert self.binlog is not None
         self.syncing = True
-        fut = self._loop().run_in_executor(None, self.binlog.fsync)
+        sync_async = self._sync_async
+        if sync_async is not None:
+            fut = sync_async()
+        else:
+            fut = self._loop().run_in_executor(None, self.binlog.fsync)
         fut.add_done_callback(self._fsync_done)
         self._sync_future = fut
 

@@ -503,3 +503,38 @@ def test_sigterm_of_the_leader_hands_over_at_once_and_keeps_the_jobs(
         assert list(left) == [b"kept-0-2"]
     finally:
         nodes.close()
+
+
+def test_a_follower_promoted_before_its_local_fsync_answers_at_once(
+    etcd_fresh: EtcdCluster, prefix: str
+) -> None:
+    # -f 5000: a follower has written the applied batches to its local binlog but not fsynced
+    # them when it wins. Group commit's turn numbers of that binlog must not leak into the
+    # new journal's (a reply held for a turn that never comes: the node hung, spinning).
+    nodes = NodeCluster.start(etcd_fresh, prefix, 3, "-f", "5000")
+    try:
+        old = nodes.leader()
+        nodes.followers_ready()
+        client = Client(old.address)
+        try:
+            assert client.put(b"one-0-4", 4).startswith(b"INSERTED")
+        finally:
+            client.close()
+        wait_until(
+            lambda: all(
+                n.metric("beanstalkd_current_jobs_ready") == 1 for n in nodes.nodes if n is not old
+            ),
+            10,
+            "the followers to apply the put",
+        )
+        nodes.kill(old)
+        new = nodes.leader(exclude=old)
+        client = Client(new.address, timeout=5)
+        try:
+            line, body = client.ask(b"list-tubes\r\n")
+            assert line.startswith(b"OK") and body == b"---\n- default\n", (line, body)
+            assert client.put(b"two-0-4", 4).startswith(b"INSERTED")
+        finally:
+            client.close()
+    finally:
+        nodes.close()
