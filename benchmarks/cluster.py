@@ -54,6 +54,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,10 @@ class Window:
     window_s: float = 0.0
     lag_reported: list[float] = field(default_factory=list)
     lag_vs_leader: list[float] = field(default_factory=list)
+    leader_start: dict[str, float] | None = None
+    leader_end: dict[str, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4))
     _thread: threading.Thread | None = None
 
     def _cpu(self) -> dict[str, float]:
@@ -154,17 +158,21 @@ class Window:
         if self._stop.wait(self.start_in):
             return
         t0, c0 = time.monotonic(), self._cpu()
+        if self.leader is not None:
+            self.leader_start = cluster_metrics(self.leader)
         end = t0 + self.length
         while time.monotonic() < end and not self._stop.is_set():
             if self.leader is not None:
-                lead = cluster_metrics(self.leader).get("last_batch")
-                for f in self.followers:
-                    m = cluster_metrics(f)
+                # All nodes at once, so the leader's and the followers' figures are close in time.
+                lead, *fols = self._pool.map(cluster_metrics, [self.leader, *self.followers])
+                for m in fols:
                     if "lag_batches" in m:
                         self.lag_reported.append(m["lag_batches"])
-                    if lead is not None and "last_batch" in m:
-                        self.lag_vs_leader.append(max(0.0, lead - m["last_batch"]))
+                    if "last_batch" in lead and "last_batch" in m:
+                        self.lag_vs_leader.append(max(0.0, lead["last_batch"] - m["last_batch"]))
             self._stop.wait(min(0.25, max(0.0, end - time.monotonic())))
+        if self.leader is not None:
+            self.leader_end = cluster_metrics(self.leader)
         t1, c1 = time.monotonic(), self._cpu()
         self.window_s = t1 - t0
         self.cpu_s = {g: c1[g] - c0[g] for g in c0}
@@ -179,6 +187,15 @@ class Window:
         if exc[0] is not None:
             self._stop.set()
         self._thread.join()
+        self._pool.shutdown()
+
+    def batches(self) -> tuple[float, float] | None:
+        """(etcd appends, their total seconds) of the leader over the window."""
+        a, b = self.leader_start, self.leader_end
+        keys = ("etcd_appends_total", "etcd_append_seconds_total")
+        if not a or not all(k in a and k in b for k in keys):
+            return None
+        return b[keys[0]] - a[keys[0]], b[keys[1]] - a[keys[1]]
 
 
 # ----------------------------------------------------------------------------- cluster
@@ -257,6 +274,11 @@ def put50(
     if kw.get("leader") is not None:
         res["lag_batches_reported"] = summary(w.lag_reported, 1)
         res["lag_batches_vs_leader"] = summary(w.lag_vs_leader, 1)
+        appended = w.batches()
+        if appended and appended[0] > 0:
+            res["etcd_appends"] = appended[0]
+            res["etcd_append_ms_mean"] = round(appended[1] / appended[0] * 1000, 3)
+            res["puts_per_batch"] = round(ops_s * w.window_s / appended[0], 1)
     return res
 
 
@@ -429,6 +451,8 @@ def figures(r: dict[str, Any]) -> dict[str, float | None]:
             cpu["followers"] / 2 if cpu.get("followers") is not None else None
         )
         out["etcd CPU us/op (3 members)"] = cpu.get("etcd")
+        out["etcd append mean ms"] = r.get("etcd_append_ms_mean")
+        out["puts per batch (approx.)"] = r.get("puts_per_batch")
         for key, label in (("lag_batches_reported", "lag"), ("lag_batches_vs_leader", "behind")):
             s = r.get(key)
             out[f"{label} median batches"] = s["median"] if s else None
@@ -500,7 +524,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the three put50 runs")
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
-    ap.add_argument("--failovers", type=int, default=5, help="leader kills (0: skip)")
+    ap.add_argument("--failovers", type=int, help="leader kills (default 5, --quick 1; 0: skip)")
     ap.add_argument("--settle", type=float, default=1.0, help="light load before each kill (s)")
     ap.add_argument("--no-relay", action="store_true", help="skip the cluster-relay runs")
     ap.add_argument("--driver", choices=("auto", "c", "py"), default="auto")
@@ -508,7 +532,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="JSON result file (default benchmarks/results/cluster-*.json)")
     a = ap.parse_args(argv)
     if a.quick:
-        a.rounds, a.duration, a.warmup, a.failovers, a.settle = 1, 1.0, 0.5, 1, 0.5
+        a.rounds, a.duration, a.warmup, a.settle = 1, 1.0, 0.5, 0.5
+    if a.failovers is None:
+        a.failovers = 1 if a.quick else 5
     if not (1 <= a.rounds <= 50 and 0 <= a.failovers <= 100):
         ap.error("--rounds must be 1..50 and --failovers 0..100")
     return a
