@@ -65,10 +65,10 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
 import loadgen  # noqa: E402
 import run  # noqa: E402
-from support.etcd import EtcdCluster  # noqa: E402
+from support.etcd import EtcdCluster, Member, free_ports  # noqa: E402
 from support.nodes import Node, NodeCluster  # noqa: E402
 
-TARGETS = ("cluster-leader", "beanstalkd-f0", "cluster-relay")
+TARGETS = ("cluster-leader", "beanstalkd-f0", "cluster-relay", "cluster-leader-etcd-disk")
 REFERENCE = "beanstalkd-f0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -208,8 +208,8 @@ class Fleet:
         self.etcd: EtcdCluster | None = None
         self.nodes: NodeCluster | None = None
 
-    def start(self) -> NodeCluster:
-        self.etcd = EtcdCluster.start()
+    def start(self, etcd_dir: str | None = None) -> NodeCluster:
+        self.etcd = start_etcd(etcd_dir) if etcd_dir else EtcdCluster.start()
         self.nodes = NodeCluster.start(self.etcd, f"bench-{uuid.uuid4().hex[:8]}")
         self.nodes.leader(timeout=30.0)
         self.nodes.followers_ready(timeout=30.0)
@@ -229,6 +229,30 @@ class Fleet:
             with contextlib.suppress(Exception):
                 self.etcd.close()
             self.etcd = None
+
+
+def start_etcd(base: str) -> EtcdCluster:
+    """EtcdCluster.start() (tests/support/etcd.py) with the members' data under ``base``
+    instead of /dev/shm, so etcd's fsyncs hit the same file system as beanstalkd's binlog."""
+    root = Path(tempfile.mkdtemp(prefix="bq-etcd-", dir=base))
+    cluster = EtcdCluster(binary=shutil.which("etcd") or "etcd", root=root, token=root.name)
+    try:
+        for attempt in range(3):
+            ports = free_ports(6)
+            cluster.members = [
+                Member(f"m{i}", ports[2 * i], ports[2 * i + 1], root / f"{attempt}-m{i}",
+                       root / f"{attempt}-m{i}.log")
+                for i in range(3)
+            ]  # fmt: skip
+            for m in cluster.members:
+                cluster._spawn(m)
+            if cluster.wait_healthy(timeout=15.0, raise_on_timeout=False):
+                return cluster
+            cluster._kill_all()
+        raise RuntimeError("etcd cluster did not become healthy:\n" + cluster.logs())
+    except BaseException:
+        cluster.close()
+        raise
 
 
 @contextlib.contextmanager
@@ -282,9 +306,11 @@ def put50(
     return res
 
 
-def run_cluster_put(driver: run.Driver, via: str, a: Any) -> dict[str, Any]:
+def run_cluster_put(
+    driver: run.Driver, via: str, a: Any, etcd_dir: str | None = None
+) -> dict[str, Any]:
     with fleet() as f:
-        nc = f.start()
+        nc = f.start(etcd_dir)
         leader = nc.leader()
         followers = [n for n in nc.nodes if n is not leader]
         entry = leader if via == "leader" else followers[0]
@@ -460,7 +486,7 @@ def figures(r: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(runs: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any]]:
     keys: list[str] = []
     for r in runs:
         for k in figures(r["result"]):
@@ -469,26 +495,26 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for k in keys:
         med: dict[str, float | None] = {}
-        for t in TARGETS:
+        for t in targets:
             vals = [figures(r["result"]).get(k) for r in runs if r["target"] == t]
             good = [float(v) for v in vals if v is not None]
             med[t] = statistics.median(good) if good else None
         ref = med.get(REFERENCE)
         ratio = {
             t: (med[t] / ref if ref and med[t] is not None else None)  # type: ignore[operator]
-            for t in TARGETS
+            for t in targets
             if t != REFERENCE
         }
         rows.append({"figure": k, "median": med, "ratio": ratio})
     return rows
 
 
-def print_table(rows: list[dict[str, Any]], fo: dict[str, Any] | None) -> None:
-    others = [t for t in TARGETS if t != REFERENCE]
-    head = ["put50 (median of rounds)", *TARGETS, *[f"{t}/{REFERENCE}" for t in others]]
+def print_table(rows: list[dict[str, Any]], targets: list[str], fo: dict[str, Any] | None) -> None:
+    others = [t for t in targets if t != REFERENCE]
+    head = ["put50 (median of rounds)", *targets, *[f"{t}/{REFERENCE}" for t in others]]
     lines = [head]
     for r in rows:
-        line = [r["figure"], *[run.fmt(r["median"][t]) for t in TARGETS]]
+        line = [r["figure"], *[run.fmt(r["median"][t]) for t in targets]]
         if r["figure"] in ("ops/s", "ack p50 ms", "ack p99 ms", "server CPU us/op"):
             line += [f"{r['ratio'][t]:.2f}" if r["ratio"][t] is not None else "-" for t in others]
         else:
@@ -526,6 +552,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before")
     ap.add_argument("--failovers", type=int, help="leader kills (default 5, --quick 1; 0: skip)")
     ap.add_argument("--settle", type=float, default=1.0, help="light load before each kill (s)")
+    ap.add_argument(
+        "--etcd-disk",
+        action="store_true",
+        help="also run cluster-leader-etcd-disk: etcd's data in the temp dir (beanstalkd's file"
+        " system) instead of /dev/shm",
+    )
     ap.add_argument("--no-relay", action="store_true", help="skip the cluster-relay runs")
     ap.add_argument("--driver", choices=("auto", "c", "py"), default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 1 failover")
@@ -548,7 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     fo: dict[str, Any] | None = None
     rc = 0
-    targets = [t for t in TARGETS if not (a.no_relay and t == "cluster-relay")]
+    targets = [
+        t
+        for t in TARGETS
+        if not (a.no_relay and t == "cluster-relay")
+        and not (not a.etcd_disk and t == "cluster-leader-etcd-disk")
+    ]
     try:
         driver = run.Driver(a.driver, scratch)
         print(f"cluster.py: driver {driver.kind}, CPU {cpu_model()}", file=sys.stderr)
@@ -558,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     if t == REFERENCE:
                         res = run_beanstalkd(driver, a, scratch)
+                    elif t == "cluster-leader-etcd-disk":
+                        res = run_cluster_put(driver, "leader", a, str(scratch))
                     else:
                         res = run_cluster_put(driver, t.removeprefix("cluster-"), a)
                 except (RuntimeError, AssertionError) as e:
@@ -591,8 +630,8 @@ def main(argv: list[str] | None = None) -> int:
         for s, h in old.items():
             signal.signal(s, h)
         shutil.rmtree(scratch, ignore_errors=True)
-    rows = summarize(runs)
-    print_table(rows, fo if fo and "fatal" not in fo else None)
+    rows = summarize(runs, targets)
+    print_table(rows, targets, fo if fo and "fatal" not in fo else None)
     meta = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
