@@ -67,6 +67,7 @@ import loadgen  # noqa: E402
 import run  # noqa: E402
 from support.etcd import EtcdCluster, Member, free_ports  # noqa: E402
 from support.nodes import Node, NodeCluster  # noqa: E402
+from support.servers import PACKAGE_PATH_ENV, ours_process  # noqa: E402
 
 TARGETS = ("cluster-leader", "beanstalkd-f0", "cluster-relay", "cluster-leader-etcd-disk")
 REFERENCE = "beanstalkd-f0"
@@ -100,6 +101,22 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def core_kind() -> str:
+    """The core ("mypyc" or "pure") of the beanstalk_py the nodes run."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from beanstalk_py.shell.build_info import core_kind as k; print(k())",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        **ours_process(),
+    )
+    return r.stdout.strip() or f"unknown ({r.stderr.strip()[-200:]})"
 
 
 def cluster_metrics(node: Node) -> dict[str, float]:
@@ -559,6 +576,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " system) instead of /dev/shm",
     )
     ap.add_argument("--no-relay", action="store_true", help="skip the cluster-relay runs")
+    ap.add_argument(
+        "--pythonpath",
+        help="run the nodes from this installed build (e.g. pip install --no-deps --target DIR .,"
+        " the mypyc-compiled core) instead of the checkout",
+    )
     ap.add_argument("--driver", choices=("auto", "c", "py"), default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 1 failover")
     ap.add_argument("--out", help="JSON result file (default benchmarks/results/cluster-*.json)")
@@ -574,6 +596,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.pythonpath:
+        os.environ[PACKAGE_PATH_ENV] = str(Path(a.pythonpath).resolve())
+    core = core_kind()
     old = {s: signal.signal(s, _on_term) for s in (signal.SIGTERM, signal.SIGHUP)}
     scratch = Path(tempfile.mkdtemp(prefix="beanstalk-py-cluster-bench."))
     t_start = time.monotonic()
@@ -588,7 +613,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     try:
         driver = run.Driver(a.driver, scratch)
-        print(f"cluster.py: driver {driver.kind}, CPU {cpu_model()}", file=sys.stderr)
+        print(
+            f"cluster.py: driver {driver.kind}, nodes' core {core}, CPU {cpu_model()}",
+            file=sys.stderr,
+        )
         for rnd in range(1, a.rounds + 1):
             for t in targets:
                 t0 = time.monotonic()
@@ -639,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "loadavg_at_end": os.getloadavg(),
         "python": platform.python_version(),
+        "nodes_core": core,
+        "nodes_pythonpath": os.environ.get(PACKAGE_PATH_ENV),
         "beanstalkd": subprocess.run(
             ["beanstalkd", "-v"], capture_output=True, text=True, check=False
         ).stdout.strip()
