@@ -57,17 +57,18 @@ def main() -> None:
     ap.add_argument("--body", type=int, default=100)
     a = ap.parse_args()
 
-    import beanstalk_py.engine as engine_mod
-    from beanstalk_py.clock import SystemClock
-    from beanstalk_py.engine import Engine
-    from beanstalk_py.session import Session
+    import beanstalk_py.core.engine as engine_mod
+    from beanstalk_py.core.engine import Engine
+    from beanstalk_py.protocol.session import Pending, Session
+    from beanstalk_py.system import SystemClock
 
     compiled = engine_mod.__file__.endswith(".so")
     eng = Engine(SystemClock())
-    sess = Session(eng)
+    pending = Pending()
+    sess = Session(eng, pending)
     sess.feed(b"use bench\r\n")
     sess.take_output()
-    eng.dirty.clear()
+    pending.dirty.clear()
     body = b"x" * a.body
     put = b"put 1024 0 60 %d\r\n%b\r\n" % (a.body, body)
     batch = put * 1000
@@ -82,7 +83,7 @@ def main() -> None:
         n = min(1000, a.jobs - done)
         sess.feed(batch if n == 1000 else put * n)
         out = sess.take_output()
-        eng.dirty.clear()
+        pending.dirty.clear()
         assert out.count(b"INSERTED") == n, out[:200]
         done += n
     t1 = tracemalloc.get_traced_memory()[0]

@@ -395,3 +395,29 @@ def test_capital_f_never_fsyncs(tmp_path: Path, flags: tuple[str, ...]) -> None:
             assert fsyncs(srv.port) == 0
     finally:
         srv.stop()
+
+
+def test_damage_in_the_binlog_is_reported_once_and_the_other_jobs_come_back(
+    tmp_path: Path,
+) -> None:
+    srv = start(tmp_path)
+    try:
+        with Conn(srv.port) as c:
+            ids = [int(c.put(b"job-%d-" % i + b"q" * 200).split()[1]) for i in range(3)]
+    finally:
+        kill9(srv)
+    segment = next(p for p in tmp_path.glob("binlog.*") if b"job-0-" in p.read_bytes())
+    data = bytearray(segment.read_bytes())
+    hit = data.index(b"job-0-")
+    data[hit] ^= 0xFF  # the first job's record fails its CRC; the others are intact
+    segment.write_bytes(bytes(data))
+    srv = start(tmp_path)
+    try:
+        with Conn(srv.port) as c:
+            assert c.cmd(b"peek %d" % ids[0])[0] == b"NOT_FOUND"
+            for job_id in ids[1:]:
+                assert c.cmd(b"peek %d" % job_id)[0].startswith(b"FOUND")
+    finally:
+        srv.stop()
+    warnings = [line for line in srv.output().splitlines() if "damage" in line.lower()]
+    assert len(warnings) == 1, srv.output()
