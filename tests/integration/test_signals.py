@@ -111,7 +111,14 @@ def test_sigterm_answers_puts_waiting_for_their_fsync(
 def test_sigusr1_drains(start: ServerProcessFactory) -> None:
     metrics_port = free_port()
     proc = start("--metrics-addr", f"127.0.0.1:{metrics_port}")
-    assert http_get(metrics_port, "/readyz")[0] == 200
+
+    def readyz() -> int:  # the metrics listener opens just after the beanstalk port
+        try:
+            return http_get(metrics_port, "/readyz")[0]
+        except OSError:
+            return 0
+
+    until(lambda: readyz() == 200, "/readyz on --metrics-addr")
     assert healthcheck.main([f"127.0.0.1:{proc.port}"]) == 0
     with connect(proc.port) as c:
         assert call(c, b"put 0 0 10 1\r\na\r\n") == b"INSERTED 1\r\n"

@@ -161,7 +161,7 @@ def test_reserve_with_timeout_times_out_one_second_after_a_fresh_start(
 
 
 def test_first_reply_comes_before_asyncio_could_even_be_imported(tmp_path: Path) -> None:
-    starts = 5
+    starts = 9
     first_reply: dict[str, list[float]] = {"tcp": [], "tcp-empty-binlog": []}
     asyncio_import: list[float] = []
     for _ in range(starts):  # interleaved, so that load changes hit all alike
