@@ -1,12 +1,12 @@
 """Bytes per job in the engine, and what they consist of (no sockets).
 
-    python benchmarks/memjob.py                       # the package importable from here
+    PYTHONPATH=. python benchmarks/memjob.py          # this checkout, pure Python
     PYTHONPATH=/tmp/pf python benchmarks/memjob.py    # a compiled build (pip install --target)
 
 Puts ``--jobs`` 100-byte jobs through a real ``Session`` into a real ``Engine`` (the path a
 client's put takes, minus the socket) and reports the growth of traced memory (tracemalloc)
 and of VmRSS per job, then the per-job parts measured with ``sys.getsizeof``: the ``Job``
-record, the body, the boxed fields it points to, the ``jobs`` dict and the tube's ready
+record, the body, the boxed fields it points to, the ``jobs`` table and the tube's ready
 structure. tracemalloc sees every object allocation, compiled (mypyc) or not; RSS also
 includes allocator slack.
 """
@@ -57,17 +57,18 @@ def main() -> None:
     ap.add_argument("--body", type=int, default=100)
     a = ap.parse_args()
 
-    import beanstalk_py.engine as engine_mod
-    from beanstalk_py.clock import SystemClock
-    from beanstalk_py.engine import Engine
-    from beanstalk_py.session import Session
+    import beanstalk_py.core.engine as engine_mod
+    from beanstalk_py.core.engine import Engine
+    from beanstalk_py.protocol.session import Pending, Session
+    from beanstalk_py.system import SystemClock
 
     compiled = engine_mod.__file__.endswith(".so")
     eng = Engine(SystemClock())
-    sess = Session(eng)
+    pending = Pending()
+    sess = Session(eng, pending)
     sess.feed(b"use bench\r\n")
     sess.take_output()
-    eng.dirty.clear()
+    pending.dirty.clear()
     body = b"x" * a.body
     put = b"put 1024 0 60 %d\r\n%b\r\n" % (a.body, body)
     batch = put * 1000
@@ -82,7 +83,7 @@ def main() -> None:
         n = min(1000, a.jobs - done)
         sess.feed(batch if n == 1000 else put * n)
         out = sess.take_output()
-        eng.dirty.clear()
+        pending.dirty.clear()
         assert out.count(b"INSERTED") == n, out[:200]
         done += n
     t1 = tracemalloc.get_traced_memory()[0]
@@ -118,9 +119,16 @@ def main() -> None:
                 boxed += sz
                 names.append(f"{name} {sz}")
     parts.append(("boxed fields held by the record: " + (", ".join(names) or "none"), boxed))
-    key = next(iter(eng.jobs))
-    parts.append(("id as the jobs dict key (int object)", sys.getsizeof(key + 10**6)))
-    parts.append(("jobs dict slots (getsizeof(dict) / jobs)", sys.getsizeof(eng.jobs) / n))
+    table = eng.jobs
+    if isinstance(table, dict):  # before the JobTable: a dict with an int object per key
+        key = next(iter(table))
+        parts.append(("id as the jobs dict key (int object)", sys.getsizeof(key + 10**6)))
+        parts.append(("jobs dict slots (getsizeof(dict) / jobs)", sys.getsizeof(table) / n))
+    else:
+        size = sys.getsizeof(table) + sys.getsizeof(table.pages) + sys.getsizeof(table.spill)
+        for page in table.pages.values():
+            size += sys.getsizeof(page) + sys.getsizeof(page.slots)
+        parts.append(("jobs table: pages of ids, spill dict (all / jobs)", size / n))
     ready = deep_container(tube.ready, set())
     parts.append(("tube ready structure / jobs", ready / n))
     total = sum(v for _, v in parts)
