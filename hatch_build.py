@@ -19,6 +19,7 @@ from hatch_mypyc.plugin import MypycBuildHook
 CORE = [
     "beanstalk_py/core/swaplist.py",
     "beanstalk_py/core/job.py",
+    "beanstalk_py/core/jobtable.py",
     "beanstalk_py/core/tube.py",
     "beanstalk_py/core/client.py",
     "beanstalk_py/core/timers.py",

@@ -1,12 +1,12 @@
 """Bytes per job in the engine, and what they consist of (no sockets).
 
-    python benchmarks/memjob.py                       # the package importable from here
+    PYTHONPATH=. python benchmarks/memjob.py          # this checkout, pure Python
     PYTHONPATH=/tmp/pf python benchmarks/memjob.py    # a compiled build (pip install --target)
 
 Puts ``--jobs`` 100-byte jobs through a real ``Session`` into a real ``Engine`` (the path a
 client's put takes, minus the socket) and reports the growth of traced memory (tracemalloc)
 and of VmRSS per job, then the per-job parts measured with ``sys.getsizeof``: the ``Job``
-record, the body, the boxed fields it points to, the ``jobs`` dict and the tube's ready
+record, the body, the boxed fields it points to, the ``jobs`` table and the tube's ready
 structure. tracemalloc sees every object allocation, compiled (mypyc) or not; RSS also
 includes allocator slack.
 """
@@ -119,9 +119,16 @@ def main() -> None:
                 boxed += sz
                 names.append(f"{name} {sz}")
     parts.append(("boxed fields held by the record: " + (", ".join(names) or "none"), boxed))
-    key = next(iter(eng.jobs))
-    parts.append(("id as the jobs dict key (int object)", sys.getsizeof(key + 10**6)))
-    parts.append(("jobs dict slots (getsizeof(dict) / jobs)", sys.getsizeof(eng.jobs) / n))
+    table = eng.jobs
+    if isinstance(table, dict):  # before the JobTable: a dict with an int object per key
+        key = next(iter(table))
+        parts.append(("id as the jobs dict key (int object)", sys.getsizeof(key + 10**6)))
+        parts.append(("jobs dict slots (getsizeof(dict) / jobs)", sys.getsizeof(table) / n))
+    else:
+        size = sys.getsizeof(table) + sys.getsizeof(table.pages) + sys.getsizeof(table.spill)
+        for page in table.pages.values():
+            size += sys.getsizeof(page) + sys.getsizeof(page.slots)
+        parts.append(("jobs table: pages of ids, spill dict (all / jobs)", size / n))
     ready = deep_container(tube.ready, set())
     parts.append(("tube ready structure / jobs", ready / n))
     total = sum(v for _, v in parts)

@@ -6,8 +6,9 @@ parses commands and calls the operations here with the connection's ``Client``; 
 for another client (RESERVED to a waiter) go to that client's sinks.
 
 Invariants:
-* ``jobs`` maps every live job id to its ``Job``; a job is in exactly one of: its tube's ready
-  heap, its tube's delay heap, its tube's buried FIFO, or a client's ``reserved`` dict.
+* ``jobs`` (a ``JobTable``: pages of consecutive ids) maps every live job id to its ``Job``;
+  a job is in exactly one of: its tube's ready heap, its tube's delay heap, its tube's buried
+  FIFO, or a client's ``reserved`` dict.
 * Outside of an operation, no unpaused tube has both ready jobs and waiting clients: every
   place that makes a job ready or unpauses a tube offers it to the waiters at once. So a new
   ready job only ever needs matching in its own tube (no scan of all tubes, beanstalkd #561).
@@ -25,6 +26,7 @@ from beanstalk_py.core.client import Client
 from beanstalk_py.core.clock import Clock
 from beanstalk_py.core.host import Host, UnknownHost
 from beanstalk_py.core.job import BURIED, DELAYED, DELETED, READY, RESERVED, URGENT_THRESHOLD, Job
+from beanstalk_py.core.jobtable import JobTable
 from beanstalk_py.core.journal import Journal, NullJournal
 from beanstalk_py.core.ops import OP_NAMES
 from beanstalk_py.core.swaplist import SwapList
@@ -60,7 +62,7 @@ class Engine:
         self.max_jobs = max_jobs  # 0: unlimited
         self.max_job_bytes = max_job_bytes  # 0: unlimited; sum of bodies
         self.binlog_max_size = binlog_max_size  # -s, shown by stats even without -b
-        self.jobs: dict[int, Job] = {}
+        self.jobs = JobTable()
         self.tubes: dict[str, Tube] = {}
         self.tube_list: SwapList[Tube] = SwapList()
         self.host: Host = host if host is not None else UnknownHost()
@@ -431,7 +433,7 @@ class Engine:
         return b"DELETED\r\n"
 
     def _forget(self, job: Job) -> None:
-        del self.jobs[job.id]
+        self.jobs.pop(job.id)
         job.state = DELETED
         self.body_bytes -= len(job.body)
         job.tube.jobs_ct -= 1

@@ -36,10 +36,7 @@ def restore_many(
         known = engine.tubes.get(t.name)
         if known is not None and known is not t:
             remap[t] = known
-    if engine.jobs:
-        engine.jobs.update(jobs)
-    else:
-        engine.jobs = jobs
+    engine.jobs.update(jobs)
     now = engine.clock.now()
     ready: dict[Tube, dict[int, list[int]]] = {}
     delayed: dict[Tube, list[tuple[float, int]]] = {}

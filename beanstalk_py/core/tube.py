@@ -22,6 +22,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
 from beanstalk_py.core.job import DELAYED, READY, Job
+from beanstalk_py.core.jobtable import JobTable
 from beanstalk_py.core.swaplist import SwapList
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class Tube:
 
     # --- ready queue ------------------------------------------------------------------
 
-    def push_ready(self, job: Job, jobs: dict[int, Job]) -> None:
+    def push_ready(self, job: Job, jobs: JobTable) -> None:
         if self.ready_entries > 2 * self.ready_ct + 64:
             self._purge_ready(jobs)
         pri = job.pri
@@ -164,7 +165,7 @@ class Tube:
         level.extend(ids)
         self.ready_entries += len(ids)
 
-    def _purge_ready(self, jobs: dict[int, Job]) -> None:
+    def _purge_ready(self, jobs: JobTable) -> None:
         levels: dict[int, Level] = {}
         n = 0
         for pri, level in self.ready.items():
@@ -182,7 +183,7 @@ class Tube:
         _heapify(self.ready_pris)
         self.ready_entries = n
 
-    def peek_ready(self, jobs: dict[int, Job]) -> Job | None:
+    def peek_ready(self, jobs: JobTable) -> Job | None:
         """The ready job with the lowest (pri, id), or None."""
         pris = self.ready_pris
         levels = self.ready
@@ -204,13 +205,13 @@ class Tube:
 
     # --- delay heap ---------------------------------------------------------------------
 
-    def push_delayed(self, job: Job, jobs: dict[int, Job]) -> None:
+    def push_delayed(self, job: Job, jobs: JobTable) -> None:
         delayed = self.delayed
         if len(delayed) > 2 * self.delayed_ct + 64:
             self._purge_delayed(jobs)
         _heappush(delayed, (job.deadline, job.id))
 
-    def _purge_delayed(self, jobs: dict[int, Job]) -> None:
+    def _purge_delayed(self, jobs: JobTable) -> None:
         live = set()
         for entry in self.delayed:
             job = jobs.get(entry[1])
@@ -224,7 +225,7 @@ class Tube:
         self.delayed = list(live)
         _heapify(self.delayed)
 
-    def peek_delayed(self, jobs: dict[int, Job]) -> Job | None:
+    def peek_delayed(self, jobs: JobTable) -> Job | None:
         """The delayed job with the earliest (deadline, id), or None."""
         delayed = self.delayed
         while delayed:

@@ -83,7 +83,7 @@ async def test_commands_before_auth_are_unauthorized_and_the_connection_stays(
         assert await c.ask(b"\r\n") == b"UNAUTHORIZED\r\n"
         assert await c.ask(b"auth " + TOKEN + b"\r\n") == b"AUTHENTICATED\r\n"
         assert await c.ask(b"stats-job 1\r\n") == b"NOT_FOUND\r\n"
-        assert srv.engine.jobs == {}
+        assert len(srv.engine.jobs) == 0
 
 
 async def test_wrong_token_is_unauthorized_and_closed(
@@ -99,7 +99,7 @@ async def test_wrong_token_is_unauthorized_and_closed(
         c = await client(srv)
         c.w.write(b"auth wrong\r\nput 0 0 60 1\r\nx\r\n")
         assert await asyncio.wait_for(c.r.read(), TIMEOUT) == b"UNAUTHORIZED\r\n"
-        assert srv.engine.jobs == {}
+        assert len(srv.engine.jobs) == 0
         c2 = await client(srv)
         assert await c2.ask(b"auth " + TOKEN + b"\r\n") == b"AUTHENTICATED\r\n"
     assert TOKEN.decode() not in caplog.text

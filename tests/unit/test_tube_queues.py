@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beanstalk_py.core.job import DELETED, READY, Job
+from beanstalk_py.core.jobtable import JobTable
 from beanstalk_py.core.tube import Tube
 
 ops = st.lists(
@@ -24,7 +25,7 @@ ops = st.lists(
 @given(ops)
 def test_ready_queue_always_yields_lowest_pri_then_id(steps: list[tuple[str, int]]) -> None:
     tube = Tube("t")
-    jobs: dict[int, Job] = {}
+    jobs = JobTable()
     model: dict[int, int] = {}  # id -> pri of ready jobs
     next_id = 1
 
