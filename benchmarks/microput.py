@@ -101,13 +101,13 @@ def main() -> None:
         conn.connection_made(SinkTransport())
         sess = conn.session
         assert sess is not None
-        eng = srv.engine
+        dirty = srv.pending.dirty  # sessions with output (the shell's flush empties it)
         for _ in range(n):
             sess.feed(PUT)
             sess.take_output()
-            eng.dirty.clear()
+            dirty.clear()
         conn.connection_lost(None)
-        eng.jobs.clear()
+        srv.engine.jobs.clear()
 
     def data_received(n: int) -> None:
         conn = Connection(srv)
