@@ -65,7 +65,7 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests")]
 
 import loadgen  # noqa: E402
 import run  # noqa: E402
-from support.etcd import EtcdCluster, Member, free_ports  # noqa: E402
+from support.etcd import EtcdCluster  # noqa: E402
 from support.nodes import Node, NodeCluster  # noqa: E402
 from support.servers import PACKAGE_PATH_ENV, ours_process  # noqa: E402
 
@@ -226,7 +226,7 @@ class Fleet:
         self.nodes: NodeCluster | None = None
 
     def start(self, etcd_dir: str | None = None) -> NodeCluster:
-        self.etcd = start_etcd(etcd_dir) if etcd_dir else EtcdCluster.start()
+        self.etcd = EtcdCluster.start(base=etcd_dir or None)
         self.nodes = NodeCluster.start(self.etcd, f"bench-{uuid.uuid4().hex[:8]}")
         self.nodes.leader(timeout=30.0)
         self.nodes.followers_ready(timeout=30.0)
@@ -246,30 +246,6 @@ class Fleet:
             with contextlib.suppress(Exception):
                 self.etcd.close()
             self.etcd = None
-
-
-def start_etcd(base: str) -> EtcdCluster:
-    """EtcdCluster.start() (tests/support/etcd.py) with the members' data under ``base``
-    instead of /dev/shm, so etcd's fsyncs hit the same file system as beanstalkd's binlog."""
-    root = Path(tempfile.mkdtemp(prefix="bq-etcd-", dir=base))
-    cluster = EtcdCluster(binary=shutil.which("etcd") or "etcd", root=root, token=root.name)
-    try:
-        for attempt in range(3):
-            ports = free_ports(6)
-            cluster.members = [
-                Member(f"m{i}", ports[2 * i], ports[2 * i + 1], root / f"{attempt}-m{i}",
-                       root / f"{attempt}-m{i}.log")
-                for i in range(3)
-            ]  # fmt: skip
-            for m in cluster.members:
-                cluster._spawn(m)
-            if cluster.wait_healthy(timeout=15.0, raise_on_timeout=False):
-                return cluster
-            cluster._kill_all()
-        raise RuntimeError("etcd cluster did not become healthy:\n" + cluster.logs())
-    except BaseException:
-        cluster.close()
-        raise
 
 
 @contextlib.contextmanager

@@ -636,12 +636,7 @@ class Engine:
         if count:
             t.total_jobs += 1
             self.total_jobs += 1
-        if state == DELAYED:
-            self._make_delayed(job)
-        elif state == BURIED:
-            self._make_buried(job)
-        else:
-            self._make_ready(job)
+        self._queue(job, state)
         return ok
 
     def requeue(self, job: Job, state: int, pri: int, delay: int, deadline: float) -> bool:
@@ -657,13 +652,17 @@ class Engine:
         job.state = state
         job.deadline = deadline if state == DELAYED else 0.0
         ok = self.journal.update(job)
+        self._queue(job, state)
+        return ok
+
+    def _queue(self, job: Job, state: int) -> None:
+        """Queue a detached job as ``state`` (DELAYED until ``job.deadline``, BURIED last)."""
         if state == DELAYED:
             self._make_delayed(job)
         elif state == BURIED:
             self._make_buried(job)
         else:
             self._make_ready(job)
-        return ok
 
     def discard_job(self, job_id: int) -> bool:
         """Delete the job ``job_id`` from any state (no owner check); False if unknown."""
