@@ -538,3 +538,23 @@ def test_a_follower_promoted_before_its_local_fsync_answers_at_once(
             client.close()
     finally:
         nodes.close()
+
+
+def test_a_deposed_leader_hands_out_no_job_after_its_lease_lapsed(nodes: NodeCluster) -> None:
+    # A reserve changes nothing in the log, so only the leader's own check of its lease
+    # (Server.fence) keeps the old leader from giving out a job the new leader also has.
+    old = nodes.leader()
+    direct = Client(old.address, timeout=20)
+    try:
+        assert direct.put(b"once-0-1", 1).startswith(b"INSERTED")
+        nodes.stop(old)
+        direct.sock.sendall(b"reserve-with-timeout 0\r\n")
+        nodes.leader(exclude=old, timeout=15)
+        nodes.cont(old)
+        try:
+            answer = direct._line()
+        except Closed:
+            answer = b""
+        assert not answer.startswith(b"RESERVED"), answer
+    finally:
+        direct.close()
