@@ -8,15 +8,15 @@ import time
 
 
 class SystemClock:
-    """Production clock: ``time.monotonic`` and ``time.time``."""
+    """Production clock: ``time.monotonic`` and ``time.time``.
+
+    The readings are the C functions themselves (static methods), so ``clock.now`` is
+    ``time.monotonic``: the engine binds them once and a reading costs no Python frame."""
 
     __slots__ = ()
 
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
+    now = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
 
 
 class SystemHost:

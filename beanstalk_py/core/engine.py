@@ -57,7 +57,13 @@ class Engine:
         instance_id: str = "",
     ) -> None:
         self.clock = clock
-        self.journal: Journal = journal if journal is not None else NullJournal()
+        # The readings bound once: a call of a bound callable, not a method looked up by name
+        # on a Protocol-typed object (the put path reads the wall clock on every put).
+        self._now: Callable[[], float] = clock.now
+        self._wall: Callable[[], float] = clock.wall
+        self._journal: Journal = NullJournal()
+        self._journaled = False  # False for the NullJournal: the hot paths skip its calls
+        self.journal = journal if journal is not None else NullJournal()
         self.max_job_size = max_job_size
         self.max_jobs = max_jobs  # 0: unlimited
         self.max_job_bytes = max_job_bytes  # 0: unlimited; sum of bodies
@@ -97,6 +103,15 @@ class Engine:
         self.default = self.tube("default")
 
     # --- tubes ------------------------------------------------------------------------
+
+    @property
+    def journal(self) -> Journal:
+        return self._journal
+
+    @journal.setter
+    def journal(self, journal: Journal) -> None:
+        self._journal = journal
+        self._journaled = not isinstance(journal, NullJournal)
 
     def tube(self, name: str) -> Tube:
         """The tube called ``name``, created if needed."""
@@ -238,7 +253,7 @@ class Engine:
         job.state = RESERVED
         job.reserver = client
         job.reserves += 1
-        job.deadline = self.clock.now() + job.ttr
+        job.deadline = self._now() + job.ttr
         job.tube.reserved_ct += 1
         self.reserved_ct += 1
         client.reserved[job.id] = job
@@ -403,11 +418,11 @@ class Engine:
         ):
             return b"OUT_OF_MEMORY\r\n"
         t = client.use
-        job = Job(job_id, t, pri, delay, ttr, body, self.clock.wall())
+        job = Job(job_id, t, pri, delay, ttr, body, self._wall())
         if delay:
             job.state = DELAYED
             job.deadline = self.clock.now() + delay
-        if not self.journal.put(job):
+        if self._journaled and not self._journal.put(job):
             return b"OUT_OF_MEMORY\r\n"
         self.jobs[job_id] = job
         self.body_bytes += len(body)
@@ -426,7 +441,8 @@ class Engine:
             return b"NOT_FOUND\r\n"
         self._detach(job)
         self._forget(job)
-        self.journal.delete(job)
+        if self._journaled:
+            self._journal.delete(job)
         t = job.tube
         t.cmd_delete += 1
         self.maybe_destroy(t)
@@ -496,7 +512,7 @@ class Engine:
             return b"NOT_FOUND\r\n"
         if job.deadline <= client.earliest_ttr:
             client.earliest_ttr = -1.0
-        job.deadline = self.clock.now() + job.ttr
+        job.deadline = self._now() + job.ttr
         self._timer(job.deadline, TIMER_TTR, job)
         return b"TOUCHED\r\n"
 

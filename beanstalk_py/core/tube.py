@@ -42,17 +42,19 @@ class Level:
     The head is the smaller of the two heads. Entries are validated by the caller (lazy).
     """
 
-    __slots__ = ("fifo", "head", "heap")
+    __slots__ = ("fifo", "head", "heap", "tail")
 
     def __init__(self) -> None:
         self.fifo = array("q")
         self.head = 0  # fifo[:head] has been consumed
         self.heap: list[int] = []
+        # fifo[-1] while fifo[head:] is not empty, kept here because reading the array boxes
+        self.tail = 0
 
     def push(self, job_id: int) -> None:
-        fifo = self.fifo
-        if len(fifo) == self.head or job_id > fifo[-1]:
-            fifo.append(job_id)
+        if job_id > self.tail or len(self.fifo) == self.head:
+            self.fifo.append(job_id)
+            self.tail = job_id
         else:
             _heappush(self.heap, job_id)
 
@@ -61,6 +63,8 @@ class Level:
             ids.sort()
             self.fifo = array("q", ids)
             self.head = 0
+            if ids:
+                self.tail = ids[-1]
         else:
             for job_id in ids:
                 _heappush(self.heap, job_id)

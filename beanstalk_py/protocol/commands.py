@@ -102,6 +102,8 @@ class Commands(Framer):
         if self.auth_token is not None:
             self._gated(line)
             return
+        if line.startswith(b"put ") and self._put_fast(line):
+            return
         # `0 in line` (a byte value), not `b"\x00" in line`: under mypyc the substring form
         # goes through a TypeError that CPython raises and clears on every command (223 vs
         # 31 ns, docs/PERFORMANCE.md).
@@ -158,6 +160,32 @@ class Commands(Framer):
         self.deliver(UNAUTHORIZED)
 
     # --- commands ---------------------------------------------------------------------
+
+    def _put_fast(self, line: bytes) -> bool:
+        """``put <pri> <delay> <ttr> <bytes>`` in its usual form (single spaces, at most 10
+        digits each, nothing after): parsed in one pass with no slice, list or ``int(bytes)``.
+        False for anything else, which ``cmd_put`` then parses with the reference's rules."""
+        n = len(line)
+        pri, i = _scan_u32(line, 4, n)
+        if i >= n or line[i] != 32:
+            return False
+        delay, i = _scan_u32(line, i + 1, n)
+        if i >= n or line[i] != 32:
+            return False
+        ttr, i = _scan_u32(line, i + 1, n)
+        if i >= n or line[i] != 32:
+            return False
+        size, i = _scan_u32(line, i + 1, n)
+        if i != n or pri < 0 or delay < 0 or ttr < 0 or size < 0:
+            return False
+        engine = self.engine
+        engine.ops[OP_PUT] += 1
+        if size > engine.max_job_size:
+            self.expect_body(size + 2, drop=True)
+            return True
+        self._put = (engine.new_job_id(self.client), pri, delay, ttr or 1)
+        self.expect_body(size + 2, drop=False)
+        return True
 
     def cmd_put(self, rest: bytes) -> None:
         parts = rest.split(b" ")
@@ -423,6 +451,22 @@ class Commands(Framer):
 
     def cmd_quit(self, rest: bytes) -> None:
         self.closing = True
+
+
+def _scan_u32(line: bytes, i: int, n: int) -> tuple[int, int]:
+    """The decimal number of 1-10 digits at ``line[i:]`` and the index after it; the number
+    is -1 if there is no digit there, more than 10, or it is over ``U32``."""
+    start = i
+    value = 0
+    while i < n:
+        c = line[i]
+        if c < 48 or c > 57:
+            break
+        value = value * 10 + (c - 48)
+        i += 1
+    if i == start or i - start > 10 or value > U32:
+        return -1, i
+    return value, i
 
 
 Handler = Callable[[Commands, bytes], None]

@@ -166,3 +166,37 @@ def test_pipelined_commands_wait_behind_a_blocking_reserve() -> None:
     p2.feed(b"put 0 0 1 1\r\nx\r\n")
     kit2._settle()
     assert w2.take_output() == b"RESERVED 1 1\r\nx\r\nUSING default\r\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "reply", "fields"),
+    [
+        # the usual form (one pass, no int(bytes)) and every way out of it
+        (b"put 4294967295 7 3 1", b"INSERTED 1\r\n", (4294967295, 7, 3)),
+        (b"put 0000000001 0000000002 0000000003 0000000001", b"INSERTED 1\r\n", (1, 2, 3)),
+        (b"put 00000000001 0 5 1", b"INSERTED 1\r\n", (1, 0, 5)),  # 11 digits, still u32
+        (b"put 9999999999 0 1 1", b"BAD_FORMAT\r\n", None),  # 10 digits, over u32
+        (b"put 1 0 4294967296 1", b"BAD_FORMAT\r\n", None),
+        (b"put 1 0 0 1", b"INSERTED 1\r\n", (1, 0, 1)),  # ttr 0 means 1
+        (b"put  5  0 2  1", b"INSERTED 1\r\n", (5, 0, 2)),  # extra spaces: the general rules
+        (b"put 5 0 2 1 ", b"BAD_FORMAT\r\n", None),
+        (b"put 5 0 2 +1", b"BAD_FORMAT\r\n", None),
+        (b"put 5 0 2", b"BAD_FORMAT\r\n", None),
+        (b"put 5 0 2 1\x00", b"BAD_FORMAT\r\n", None),
+        (b"put 5 0 2 70000", b"JOB_TOO_BIG\r\n", None),  # the body is read and dropped
+    ],
+)
+def test_put_line_forms(line: bytes, reply: bytes, fields: tuple[int, int, int] | None) -> None:
+    kit = Kit()
+    s = kit.session()
+    size = int(line.rsplit(b" ", 1)[1]) if line.rsplit(b" ", 1)[1].isdigit() else 1
+    body = b"x" * size + b"\r\n"
+    got = kit.send(s, line + b"\r\n" + (body if reply != b"BAD_FORMAT\r\n" else b""))
+    assert got == reply
+    if fields is not None:
+        stats = kit.send(s, b"stats-job 1\r\n").decode()
+        pri, delay, ttr = fields
+        assert f"\npri: {pri}\n" in stats
+        assert f"\ndelay: {delay}\n" in stats
+        assert f"\nttr: {ttr}\n" in stats
+    assert kit.send(s, b"list-tube-used\r\n") == b"USING default\r\n"  # framing intact
