@@ -102,7 +102,20 @@ class Commands(Framer):
         if self.auth_token is not None:
             self._gated(line)
             return
-        if line.startswith(b"put ") and self._put_fast(line):
+        # The commands of a busy queue in their usual form first, as direct calls (the
+        # tables below call a handler through a Python-level function object).
+        if line.startswith(b"put "):
+            if self._put_fast(line):
+                return
+        elif line.startswith(b"delete "):
+            job_id = _scan_id(line, 7)
+            if job_id >= 0:
+                engine = self.engine
+                engine.ops[OP_DELETE] += 1
+                self.deliver(engine.delete(self.client, job_id))
+                return
+        elif line == b"reserve":
+            self.cmd_reserve(b"")
             return
         # `0 in line` (a byte value), not `b"\x00" in line`: under mypyc the substring form
         # goes through a TypeError that CPython raises and clears on every command (223 vs
@@ -467,6 +480,21 @@ def _scan_u32(line: bytes, i: int, n: int) -> tuple[int, int]:
     if i == start or i - start > 10 or value > U32:
         return -1, i
     return value, i
+
+
+def _scan_id(line: bytes, i: int) -> int:
+    """The job id of 1-19 digits that ends ``line`` at ``i``, or -1 (not that form)."""
+    n = len(line)
+    if i >= n or n - i > 19:
+        return -1
+    value = 0
+    while i < n:
+        c = line[i]
+        if c < 48 or c > 57:
+            return -1
+        value = value * 10 + (c - 48)
+        i += 1
+    return value
 
 
 Handler = Callable[[Commands, bytes], None]

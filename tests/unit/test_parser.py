@@ -55,6 +55,10 @@ def test_transcript_fed_in_pieces(step: int) -> None:
         (b"delete 0x1", b"BAD_FORMAT\r\n"),
         (b"delete  1", b"NOT_FOUND\r\n"),
         (b"delete 18446744073709551616", b"BAD_FORMAT\r\n"),
+        (b"delete 0000000000000000001", b"NOT_FOUND\r\n"),  # 19 digits
+        (b"delete 00000000000000000001", b"NOT_FOUND\r\n"),  # 20: the general rules
+        (b"delete 1x", b"BAD_FORMAT\r\n"),
+        (b"delete ", b"BAD_FORMAT\r\n"),
         (b"peek 18446744073709551615", b"NOT_FOUND\r\n"),
         (b"peek 007", b"NOT_FOUND\r\n"),
         (b"put -1 0 100 1", b"BAD_FORMAT\r\n"),
@@ -200,3 +204,18 @@ def test_put_line_forms(line: bytes, reply: bytes, fields: tuple[int, int, int] 
         assert f"\ndelay: {delay}\n" in stats
         assert f"\nttr: {ttr}\n" in stats
     assert kit.send(s, b"list-tube-used\r\n") == b"USING default\r\n"  # framing intact
+
+
+def test_delete_and_reserve_in_their_usual_form() -> None:
+    kit = Kit()
+    producer, worker = kit.session(), kit.session()
+    assert kit.send(producer, b"put 0 0 5 1\r\na\r\nput 0 0 5 1\r\nb\r\n") == (
+        b"INSERTED 1\r\nINSERTED 2\r\n"
+    )
+    assert kit.send(worker, b"reserve\r\n") == b"RESERVED 1 1\r\na\r\n"
+    assert kit.send(producer, b"delete 1\r\n") == b"NOT_FOUND\r\n"  # reserved by another
+    assert kit.send(worker, b"delete 1\r\ndelete 1\r\n") == b"DELETED\r\nNOT_FOUND\r\n"
+    assert kit.send(producer, b"delete 02\r\n") == b"DELETED\r\n"
+    stats = kit.send(producer, b"stats\r\n").decode()
+    assert "\ncmd-delete: 4\n" in stats
+    assert "\ncmd-reserve: 1\n" in stats
