@@ -20,7 +20,7 @@ data waits for a floor to become durable, the writer fsyncs on the spot
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.binlog.segments import (
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("beanstalk_py.binlog")
 
-_FULL_BASE = fmt.FULL_BASE
+_FULL_BASE: Final = fmt.FULL_BASE
 
 
 class Compaction(SegmentSpace):

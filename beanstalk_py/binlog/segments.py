@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.core.job import DELAYED
@@ -35,17 +35,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("beanstalk_py.binlog")
 
-D = fmt.DELETE_SIZE
-H = fmt.HEADER_SIZE
-_JOB_REST_PACK = fmt.JOB_REST.pack
-_CRC_PACK = fmt.CRC.pack
-_crc32 = zlib.crc32
-_MAGIC = fmt.FRAME_MAGIC
-_FULL_BASE = fmt.FULL_BASE
-_UPD = fmt.UPDATE_SIZE
-SPARE_RETRY = 0.25  # seconds between attempts to create a segment after a failure
-SEG_MASK = 0xFFFFFFFF  # job.log_meta >> 1 & SEG_MASK: the segment of the latest UPDATE
-SEQ_SHIFT = 33  # job.log_meta >> SEQ_SHIFT: the bury sequence (0 unless buried)
+# Final: compiled, each is a C constant or static instead of a lookup in the module's globals
+D: Final = fmt.DELETE_SIZE
+H: Final = fmt.HEADER_SIZE
+_JOB_REST_PACK: Final = fmt.JOB_REST.pack
+_CRC_PACK: Final = fmt.CRC.pack
+_crc32: Final = zlib.crc32
+_MAGIC: Final = fmt.FRAME_MAGIC
+_FULL_BASE: Final = fmt.FULL_BASE
+_UPD: Final = fmt.UPDATE_SIZE
+SPARE_RETRY: Final = 0.25  # seconds between attempts to create a segment after a failure
+SEG_MASK: Final = 0xFFFFFFFF  # job.log_meta >> 1 & SEG_MASK: the segment of the latest UPDATE
+SEQ_SHIFT: Final = 33  # job.log_meta >> SEQ_SHIFT: the bury sequence (0 unless buried)
 
 
 def live_size(job: Job) -> int:

@@ -27,7 +27,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from beanstalk_py.binlog import format as fmt
 from beanstalk_py.binlog.compaction import Compaction
@@ -58,14 +58,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("beanstalk_py.binlog")
 
-_D = D
-_H = H
-_DEL_REST_PACK = fmt.DEL_REST.pack
-_CRC_PACK = fmt.CRC.pack
-_crc32 = zlib.crc32
-_MAGIC = fmt.FRAME_MAGIC
-_FULL_BASE = fmt.FULL_BASE
-_UPD = fmt.UPDATE_SIZE
+_D: Final = D
+_H: Final = H
+_DEL_REST_PACK: Final = fmt.DEL_REST.pack
+_CRC_PACK: Final = fmt.CRC.pack
+_crc32: Final = zlib.crc32
+_MAGIC: Final = fmt.FRAME_MAGIC
+_FULL_BASE: Final = fmt.FULL_BASE
+_UPD: Final = fmt.UPDATE_SIZE
 
 
 class Binlog(Compaction):

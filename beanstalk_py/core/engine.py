@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from beanstalk_py.core.client import Client
 from beanstalk_py.core.clock import Clock
@@ -40,7 +41,7 @@ from beanstalk_py.core.timers import (
 )
 from beanstalk_py.core.tube import Tube
 
-DEADLINE_SOON_MARGIN = 1.0  # seconds (beanstalkd SAFETY_MARGIN)
+DEADLINE_SOON_MARGIN: Final = 1.0  # seconds (beanstalkd SAFETY_MARGIN)
 
 
 class Engine:

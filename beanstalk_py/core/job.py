@@ -22,17 +22,17 @@ if TYPE_CHECKING:
     from beanstalk_py.core.tube import Tube
 
 # State codes; the names are what stats-job prints.
-READY = 1
-RESERVED = 2
-BURIED = 3
-DELAYED = 4
-DELETED = 0
+READY: Final = 1
+RESERVED: Final = 2
+BURIED: Final = 3
+DELAYED: Final = 4
+DELETED: Final = 0
 
 STATE_NAMES = {READY: "ready", RESERVED: "reserved", BURIED: "buried", DELAYED: "delayed"}
 
 _TTR_MASK: Final = 0xFFFFFFFF  # ttr: the low 32 bits of Job.durations; delay: the rest
 
-URGENT_THRESHOLD = 1024  # pri below this counts as "urgent" in stats (beanstalkd dat.h)
+URGENT_THRESHOLD: Final = 1024  # pri below this counts as "urgent" in stats (beanstalkd dat.h)
 
 
 class JobCounters:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+from typing import Final
 
 from beanstalk_py.core.job import Job
 from beanstalk_py.protocol.arguments import LINE_MAX
 from beanstalk_py.protocol.replies import BAD_FORMAT, INTERNAL_ERROR
 
-OUTPUT_LIMIT = 4 * 1024 * 1024  # unsent reply bytes before a session stops parsing
-_OUT_CHECK_EVERY = 256  # reply chunks between two measurements of the pending output
+OUTPUT_LIMIT: Final = 4 * 1024 * 1024  # unsent reply bytes before a session stops parsing
+_OUT_CHECK_EVERY: Final = 256  # reply chunks between two measurements of the pending output
 
 log = logging.getLogger("beanstalk_py.session")
 

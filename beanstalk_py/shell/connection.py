@@ -20,7 +20,8 @@ import contextlib
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from beanstalk_py.protocol.session import Session
 from beanstalk_py.protocol.tracing import TracingSession
@@ -36,12 +37,16 @@ if TYPE_CHECKING:
     from beanstalk_py.shell.relay import Relay
     from beanstalk_py.shell.server import Server
 
-WAIT_INPUT_LIMIT = 65536  # bytes read ahead while a reserve blocks
+WAIT_INPUT_LIMIT: Final = 65536  # bytes read ahead while a reserve blocks
 
 # HTTP on the beanstalk port (POST: the console's actions); no beanstalk command starts so.
-HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ")
+HTTP_METHODS: Final = (b"GET ", b"HEAD ", b"POST ")
 
 conn_log = logging.getLogger("beanstalk_py.conn")
+
+
+def _not_connected(data: bytes) -> None:
+    raise RuntimeError("write before connection_made")
 
 
 class Connection:
@@ -55,6 +60,7 @@ class Connection:
         "_cont",
         "_first",
         "_reading",
+        "_send",
         "_write_paused",
         "eof",
         "http",
@@ -70,6 +76,8 @@ class Connection:
         self.server = server
         # Any: uvloop's transports are no subclass of asyncio.Transport
         self.transport: Any = None
+        # transport.write bound once: called per reply batch without a lookup by name
+        self._send: Callable[[bytes], Any] = _not_connected
         self.session: Session | None = None
         self._reading = True
         self._write_paused = False
@@ -89,12 +97,14 @@ class Connection:
             # transport; the old one passes on its unsent replies and paused state.
             old = self.transport
             self.transport = transport
+            self._send = transport.write
             old.hand_over(transport)
             return
         tr = transport
         if not self.server.admit(tr):
             return  # closed at accept (--max-connections, fd budget, --allow)
         self.transport = tr
+        self._send = tr.write
         srv = self.server
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -308,8 +318,7 @@ class Connection:
                 self._schedule_continue()
 
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        self._send(data)
         if self.session is not None and self.session.output_full:
             self._schedule_continue()
 

@@ -394,3 +394,15 @@ def test_reserve_stays_cheap_for_a_client_holding_many_jobs(kit: Kit) -> None:
     out = kit.send(s, b"reserve\r\n" * n)  # quadratic work here would take minutes
     assert out.count(b"RESERVED ") == n
     assert kit.engine.reserved_ct == n
+
+
+def test_each_command_counter_index_names_its_command() -> None:
+    """stats prints cmd-<OP_NAMES[i]> for Engine.ops[i]: the OP_* indices must follow it."""
+    from beanstalk_py.core import ops
+
+    indices = {
+        name[3:].lower().replace("_", "-"): getattr(ops, name)
+        for name in dir(ops)
+        if name.startswith("OP_") and name != "OP_NAMES"
+    }
+    assert indices == {name: i for i, name in enumerate(ops.OP_NAMES)}
