@@ -117,6 +117,16 @@ class Commands(Framer):
         elif line == b"reserve":
             self.cmd_reserve(b"")
             return
+        elif line.startswith(b"reserve-with-timeout "):
+            timeout, i = _scan_u32(line, 21, len(line))
+            if i == len(line) and 0 <= timeout <= INT_MAX:
+                engine = self.engine
+                engine.ops[OP_RESERVE_WITH_TIMEOUT] += 1
+                engine.mark_worker(self.client)
+                reply = engine.reserve(self.client, timeout)
+                if reply:
+                    self.deliver(reply)
+                return
         # `0 in line` (a byte value), not `b"\x00" in line`: under mypyc the substring form
         # goes through a TypeError that CPython raises and clears on every command (223 vs
         # 31 ns, docs/PERFORMANCE.md).
