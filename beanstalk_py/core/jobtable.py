@@ -8,7 +8,10 @@ hash slots).
 Invariants:
 * Every live job is in exactly one place: the slot ``id & PAGE_MASK`` of the page
   ``id >> PAGE_BITS`` in ``pages``, or ``spill`` (a plain dict).
-* A page in ``pages`` holds ``live > 0`` jobs; an emptied page is dropped at once.
+* A page in ``pages`` holds ``live > 0`` jobs; an emptied page is dropped at once, except
+  the top page (the one puts go into), kept until a newer page is made: a queue that keeps
+  emptying and refilling (one job in flight) would otherwise make and free a 1,024-slot page
+  for every job.
 * A page below the two newest ones (``top``) whose ``live`` falls under ``SPARSE`` moves its
   jobs to ``spill`` and is dropped, and a job put into such an old page that does not exist
   goes to ``spill``: so a few long-lived jobs among many deleted ones (old buried jobs) cost
@@ -114,6 +117,9 @@ class JobTable:
             self.last_no = no
             self.last = page
             if no > self.top:
+                old = self.pages.get(self.top)
+                if old is not None and old.live == 0:
+                    del self.pages[self.top]  # the emptied top page kept for reuse
                 self.top = no
         i = job_id & PAGE_MASK
         if page.slots[i] is None:
@@ -137,7 +143,8 @@ class JobTable:
                 live = page.live - 1
                 page.live = live
                 if live == 0:
-                    self._drop(no)
+                    if no != self.top:
+                        self._drop(no)
                 elif live < SPARSE and no < self.top - 1:
                     self._spill_page(no, page)
                 return job

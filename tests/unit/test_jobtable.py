@@ -111,3 +111,19 @@ def test_bulk_update_any_order() -> None:
     # the lone old ids spilled (no page of 8 KiB for one job); the run is in pages
     assert 0 not in table.pages and 3 in table.spill
     assert all(table.get(i) is not None for i in ids)
+
+
+def test_one_job_in_flight_reuses_the_top_page() -> None:
+    """A queue that empties after every job (put, reserve, delete) keeps its one page instead
+    of making and freeing 1,024 slots per job; the page goes once puts move to a newer one."""
+    table = JobTable()
+    table[1] = job(1)
+    page = table.pages[0]
+    for i in range(1, 50):
+        assert table.pop(i) is not None
+        assert len(table) == 0 and table.values() == []
+        table[i + 1] = job(i + 1)
+        assert table.pages[0] is page
+    table.pop(50)
+    table[PAGE_SIZE] = job(PAGE_SIZE)  # page 1: the emptied page 0 is dropped now
+    assert list(table.pages) == [1] and table.keys() == [PAGE_SIZE]
