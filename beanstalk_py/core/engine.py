@@ -148,7 +148,7 @@ class Engine:
 
         Safe to call early or often: entries not yet due are left alone.
         """
-        now = self.clock.now()
+        now = self._now()
         timers = self.timers
         unpaused: list[Tube] = []
         while True:
@@ -267,7 +267,7 @@ class Engine:
 
     def _offer(self, t: Tube) -> None:
         jobs = self.jobs
-        if t.pause_until and t.pause_until > self.clock.now():
+        if t.pause_until and t.pause_until > self._now():
             return
         while t.waiting.items and t.ready_ct:
             job = t.peek_ready(jobs)
@@ -422,7 +422,7 @@ class Engine:
         job = Job(job_id, t, pri, delay, ttr, body, self._wall())
         if delay:
             job.state = DELAYED
-            job.deadline = self.clock.now() + delay
+            job.deadline = self._now() + delay
         if self._journaled and not self._journal.put(job):
             return b"OUT_OF_MEMORY\r\n"
         self.jobs[job_id] = job
@@ -466,7 +466,7 @@ class Engine:
         job.releases += 1
         if delay:
             job.state = DELAYED
-            job.deadline = self.clock.now() + delay
+            job.deadline = self._now() + delay
         else:
             job.state = READY
         if not self.journal.update(job):
@@ -563,7 +563,7 @@ class Engine:
 
     def reserve(self, client: Client, timeout: float | None) -> bytes:
         """Start a reserve for ``client``; return an immediate reply, or b"" when it waits."""
-        now = self.clock.now()
+        now = self._now()
         watched = client.watch.items
         soon_at = 0.0
         if client.reserved:
@@ -623,7 +623,7 @@ class Engine:
     def pause_tube(self, t: Tube, delay: int) -> None:
         t.pause = delay
         # beanstalkd turns 0 into 1 ns: the tube resumes on the next tick ("unpause").
-        t.pause_until = self.clock.now() + (delay if delay else 1e-9)
+        t.pause_until = self._now() + (delay if delay else 1e-9)
         t.cmd_pause_tube += 1
         self._timer(t.pause_until, TIMER_UNPAUSE, t)
 
@@ -642,7 +642,7 @@ class Engine:
         it passed). ``count``: add it to total-jobs (engine and tube). Returns the journal's
         answer; the job is adopted either way (the replicated log is the truth)."""
         state = job.state
-        if state == DELAYED and job.deadline <= self.clock.now():
+        if state == DELAYED and job.deadline <= self._now():
             state = job.state = READY
         job.reserver = None
         ok = self.journal.put(job)
@@ -662,7 +662,7 @@ class Engine:
         ``pri`` and ``delay``, from wherever it is (reserved included). Returns the journal's
         answer to the UPDATE record; the move happens either way."""
         self._detach(job)
-        if state == DELAYED and deadline <= self.clock.now():
+        if state == DELAYED and deadline <= self._now():
             state = READY
         job.pri = pri
         job.delay = delay
