@@ -63,6 +63,8 @@ class Engine:
         self._now: Callable[[], float] = clock.now
         self._wall: Callable[[], float] = clock.wall
         self._journal: Journal = NullJournal()
+        self._journal_put: Callable[[Job], bool] = self._journal.put
+        self._journal_delete: Callable[[Job], None] = self._journal.delete
         self._journaled = False  # False for the NullJournal: the hot paths skip its calls
         self.journal = journal if journal is not None else NullJournal()
         self.max_job_size = max_job_size
@@ -113,6 +115,9 @@ class Engine:
     def journal(self, journal: Journal) -> None:
         self._journal = journal
         self._journaled = not isinstance(journal, NullJournal)
+        # bound once: a call per put or delete without a lookup by name on the Protocol
+        self._journal_put = journal.put
+        self._journal_delete = journal.delete
 
     def tube(self, name: str) -> Tube:
         """The tube called ``name``, created if needed."""
@@ -423,7 +428,7 @@ class Engine:
         if delay:
             job.state = DELAYED
             job.deadline = self._now() + delay
-        if self._journaled and not self._journal.put(job):
+        if self._journaled and not self._journal_put(job):
             return b"OUT_OF_MEMORY\r\n"
         self.jobs[job_id] = job
         self.body_bytes += len(body)
@@ -443,7 +448,7 @@ class Engine:
         self._detach(job)
         self._forget(job)
         if self._journaled:
-            self._journal.delete(job)
+            self._journal_delete(job)
         t = job.tube
         t.cmd_delete += 1
         self.maybe_destroy(t)
