@@ -119,7 +119,7 @@ class JobTable:
             if no > self.top:
                 old = self.pages.get(self.top)
                 if old is not None and old.live == 0:
-                    del self.pages[self.top]  # the emptied top page kept for reuse
+                    del self.pages[self.top]  # the old top page, kept while empty, goes now
                 self.top = no
         i = job_id & PAGE_MASK
         if page.slots[i] is None:
