@@ -30,6 +30,8 @@ CORE = [
     "beanstalk_py/core/clock.py",
     "beanstalk_py/core/host.py",
     "beanstalk_py/core/journal.py",
+    "beanstalk_py/replica/batch.py",  # cluster mode: the leader's recorder, followers' decode
+    "beanstalk_py/replica/apply.py",
     "beanstalk_py/protocol/arguments.py",
     "beanstalk_py/protocol/replies.py",
     "beanstalk_py/protocol/framing.py",

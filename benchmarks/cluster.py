@@ -15,7 +15,9 @@ round, each run on fresh servers (a fresh etcd cluster and fresh nodes for the c
 * ``cluster-leader``: the 50 connections go to the leader;
 * ``beanstalkd-f0``: ``beanstalkd -b DIR -f 0`` (fsync before every reply), the durable
   single-node reference; ratios are against it;
-* ``cluster-relay``: the 50 connections go to a follower, which relays them to the leader.
+* ``cluster-relay``: the 50 connections go to a follower, which relays them to the leader;
+* ``cluster-leader-baseline`` (``--baseline DIR``): as cluster-leader, the nodes run from
+  another build (e.g. main's), to compare two builds side by side in one run.
 
 For each run: ops/s, put acknowledgement latency p50/p99 (the driver's ``lat_us``: write of a
 put until its reply), server CPU per op from /proc/PID/stat (utime+stime) over the driver's
@@ -69,7 +71,13 @@ from support.etcd import EtcdCluster  # noqa: E402
 from support.nodes import Node, NodeCluster  # noqa: E402
 from support.servers import PACKAGE_PATH_ENV, ours_process  # noqa: E402
 
-TARGETS = ("cluster-leader", "beanstalkd-f0", "cluster-relay", "cluster-leader-etcd-disk")
+TARGETS = (
+    "cluster-leader",
+    "beanstalkd-f0",
+    "cluster-relay",
+    "cluster-leader-etcd-disk",
+    "cluster-leader-baseline",
+)
 REFERENCE = "beanstalkd-f0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -255,6 +263,20 @@ def fleet() -> Iterator[Fleet]:
         yield f
     finally:
         f.close()
+
+
+@contextlib.contextmanager
+def nodes_from(pythonpath: str) -> Iterator[None]:
+    """Nodes started meanwhile run from the build installed at ``pythonpath``."""
+    old = os.environ.get(PACKAGE_PATH_ENV)
+    os.environ[PACKAGE_PATH_ENV] = str(Path(pythonpath).resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(PACKAGE_PATH_ENV, None)
+        else:
+            os.environ[PACKAGE_PATH_ENV] = old
 
 
 def pid_of(node: Node) -> int:
@@ -557,6 +579,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the nodes from this installed build (e.g. pip install --no-deps --target DIR .,"
         " the mypyc-compiled core) instead of the checkout",
     )
+    ap.add_argument(
+        "--baseline",
+        help="also run cluster-leader-baseline: the nodes from this other installed build"
+        " (compare two builds in one run)",
+    )
     ap.add_argument("--driver", choices=("auto", "c", "py"), default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 1 failover")
     ap.add_argument("--out", help="JSON result file (default benchmarks/results/cluster-*.json)")
@@ -586,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in TARGETS
         if not (a.no_relay and t == "cluster-relay")
         and not (not a.etcd_disk and t == "cluster-leader-etcd-disk")
+        and not (not a.baseline and t == "cluster-leader-baseline")
     ]
     try:
         driver = run.Driver(a.driver, scratch)
@@ -601,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                         res = run_beanstalkd(driver, a, scratch)
                     elif t == "cluster-leader-etcd-disk":
                         res = run_cluster_put(driver, "leader", a, str(scratch))
+                    elif t == "cluster-leader-baseline":
+                        with nodes_from(a.baseline):
+                            res = run_cluster_put(driver, "leader", a)
                     else:
                         res = run_cluster_put(driver, t.removeprefix("cluster-"), a)
                 except (RuntimeError, AssertionError) as e:
@@ -645,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "nodes_core": core,
         "nodes_pythonpath": os.environ.get(PACKAGE_PATH_ENV),
+        "baseline_pythonpath": str(Path(a.baseline).resolve()) if a.baseline else None,
         "beanstalkd": subprocess.run(
             ["beanstalkd", "-v"], capture_output=True, text=True, check=False
         ).stdout.strip()
