@@ -248,7 +248,7 @@ def tune_gc() -> None:
     """Everything loaded so far (modules, replayed jobs) lives for the whole run: keep the
     cyclic collector from walking it again and again, and let it run less often (jobs, the
     bulk of allocations, hold no cycles). Cluster nodes too: with the default thresholds
-    the collector took about a quarter of a busy leader's CPU (docs/CLUSTER.md)."""
+    py-spy put a quarter of a busy leader's samples in the collector (docs/CLUSTER.md)."""
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
