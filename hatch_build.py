@@ -35,6 +35,8 @@ CORE = [
     "beanstalk_py/binlog/segments.py",
     "beanstalk_py/binlog/compaction.py",
     "beanstalk_py/binlog/writer.py",
+    "beanstalk_py/replica/batch.py",  # cluster mode: the leader's recorder, followers' decode
+    "beanstalk_py/replica/apply.py",
     "beanstalk_py/protocol/arguments.py",
     "beanstalk_py/protocol/replies.py",
     "beanstalk_py/protocol/framing.py",

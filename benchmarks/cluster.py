@@ -15,7 +15,9 @@ round, each run on fresh servers (a fresh etcd cluster and fresh nodes for the c
 * ``cluster-leader``: the 50 connections go to the leader;
 * ``beanstalkd-f0``: ``beanstalkd -b DIR -f 0`` (fsync before every reply), the durable
   single-node reference; ratios are against it;
-* ``cluster-relay``: the 50 connections go to a follower, which relays them to the leader.
+* ``cluster-relay``: the 50 connections go to a follower, which relays them to the leader;
+* ``cluster-leader-baseline`` (``--baseline DIR``): as cluster-leader, the nodes run from
+  another build (e.g. main's), to compare two builds side by side in one run.
 
 For each run: ops/s, put acknowledgement latency p50/p99 (the driver's ``lat_us``: write of a
 put until its reply), server CPU per op from /proc/PID/stat (utime+stime) over the driver's
@@ -23,7 +25,8 @@ measured window, for the leader, the follower(s), the etcd members together, and
 and, for the cluster runs, the replication lag sampled from the nodes' own /metrics
 (``beanstalkd_cluster_lag_batches`` of the followers, and the leader's ``last_batch`` minus
 each follower's; the leader is sampled first, so the second figure can overstate by the batches
-committed during one sampling round).
+committed during one sampling round). Sampled every ``--lag-interval`` s (default 1; it was
+0.25 s before 2 December 2026, which cost the nodes ~5 % more CPU per put in /metrics scrapes).
 
 Failover: on one fresh cluster, ``--failovers`` times: one put connection per surviving node
 (a put every 10 ms, reconnecting on any error), kill -9 of the leader, then (a) time until a
@@ -69,7 +72,13 @@ from support.etcd import EtcdCluster  # noqa: E402
 from support.nodes import Node, NodeCluster  # noqa: E402
 from support.servers import PACKAGE_PATH_ENV, ours_process  # noqa: E402
 
-TARGETS = ("cluster-leader", "beanstalkd-f0", "cluster-relay", "cluster-leader-etcd-disk")
+TARGETS = (
+    "cluster-leader",
+    "beanstalkd-f0",
+    "cluster-relay",
+    "cluster-leader-etcd-disk",
+    "cluster-leader-baseline",
+)
 REFERENCE = "beanstalkd-f0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -158,6 +167,7 @@ class Window:
     length: float
     leader: Node | None = None
     followers: list[Node] = field(default_factory=list)
+    interval: float = 1.0  # seconds between lag samples (each one scrapes every node's /metrics)
     cpu_s: dict[str, float] = field(default_factory=dict)
     window_s: float = 0.0
     lag_reported: list[float] = field(default_factory=list)
@@ -187,7 +197,7 @@ class Window:
                         self.lag_reported.append(m["lag_batches"])
                     if "last_batch" in lead and "last_batch" in m:
                         self.lag_vs_leader.append(max(0.0, lead["last_batch"] - m["last_batch"]))
-            self._stop.wait(min(0.25, max(0.0, end - time.monotonic())))
+            self._stop.wait(min(self.interval, max(0.0, end - time.monotonic())))
         if self.leader is not None:
             self.leader_end = cluster_metrics(self.leader)
         t1, c1 = time.monotonic(), self._cpu()
@@ -257,6 +267,20 @@ def fleet() -> Iterator[Fleet]:
         f.close()
 
 
+@contextlib.contextmanager
+def nodes_from(pythonpath: str) -> Iterator[None]:
+    """Nodes started meanwhile run from the build installed at ``pythonpath``."""
+    old = os.environ.get(PACKAGE_PATH_ENV)
+    os.environ[PACKAGE_PATH_ENV] = str(Path(pythonpath).resolve())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(PACKAGE_PATH_ENV, None)
+        else:
+            os.environ[PACKAGE_PATH_ENV] = old
+
+
 def pid_of(node: Node) -> int:
     assert node.proc is not None
     return node.proc.pid
@@ -279,7 +303,7 @@ def put50(
         server_pid=server_pid,
         tube="bench",
     )
-    with Window(groups, a.warmup, a.duration, **kw) as w:
+    with Window(groups, a.warmup, a.duration, interval=a.lag_interval, **kw) as w:
         res = driver.run(spec)
     ops_s = res.get("ops_per_s") or 0
     res["cpu_window_s"] = round(w.window_s, 3)
@@ -553,9 +577,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--no-relay", action="store_true", help="skip the cluster-relay runs")
     ap.add_argument(
+        "--lag-interval",
+        type=float,
+        default=1.0,
+        help="seconds between replication-lag samples during a run; each sample scrapes"
+        " every node's /metrics, CPU the nodes spend for the benchmark (default 1)",
+    )
+    ap.add_argument(
         "--pythonpath",
         help="run the nodes from this installed build (e.g. pip install --no-deps --target DIR .,"
         " the mypyc-compiled core) instead of the checkout",
+    )
+    ap.add_argument(
+        "--baseline",
+        help="also run cluster-leader-baseline: the nodes from this other installed build"
+        " (compare two builds in one run)",
     )
     ap.add_argument("--driver", choices=("auto", "c", "py"), default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 1 failover")
@@ -586,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in TARGETS
         if not (a.no_relay and t == "cluster-relay")
         and not (not a.etcd_disk and t == "cluster-leader-etcd-disk")
+        and not (not a.baseline and t == "cluster-leader-baseline")
     ]
     try:
         driver = run.Driver(a.driver, scratch)
@@ -601,6 +638,9 @@ def main(argv: list[str] | None = None) -> int:
                         res = run_beanstalkd(driver, a, scratch)
                     elif t == "cluster-leader-etcd-disk":
                         res = run_cluster_put(driver, "leader", a, str(scratch))
+                    elif t == "cluster-leader-baseline":
+                        with nodes_from(a.baseline):
+                            res = run_cluster_put(driver, "leader", a)
                     else:
                         res = run_cluster_put(driver, t.removeprefix("cluster-"), a)
                 except (RuntimeError, AssertionError) as e:
@@ -645,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "nodes_core": core,
         "nodes_pythonpath": os.environ.get(PACKAGE_PATH_ENV),
+        "baseline_pythonpath": str(Path(a.baseline).resolve()) if a.baseline else None,
         "beanstalkd": subprocess.run(
             ["beanstalkd", "-v"], capture_output=True, text=True, check=False
         ).stdout.strip()

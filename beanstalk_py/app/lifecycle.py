@@ -221,11 +221,7 @@ async def serve(
     if config.cluster is not None:
         return await serve_cluster(server, config, binlog, stop, metrics_srv)
     server.set_ready()
-    # Everything loaded so far (modules, replayed jobs) lives for the whole run: keep the
-    # cyclic collector from walking it again and again, and let it run less often (jobs,
-    # the bulk of allocations, hold no cycles).
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 20)
+    tune_gc()
     log.info("ready (pid %d)", os.getpid())
     from beanstalk_py.app import systemd
 
@@ -248,6 +244,15 @@ async def serve(
     return EXIT_BINLOG if server.failed else 0
 
 
+def tune_gc() -> None:
+    """Everything loaded so far (modules, replayed jobs) lives for the whole run: keep the
+    cyclic collector from walking it again and again, and let it run less often (jobs, the
+    bulk of allocations, hold no cycles). Cluster nodes too: with the default thresholds
+    py-spy put a quarter of a busy leader's samples in the collector (docs/CLUSTER.md)."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
+
+
 async def serve_cluster(
     server: Server, config: Config, binlog: Binlog | None, stop: Any, metrics_srv: Any
 ) -> int:
@@ -261,6 +266,7 @@ async def serve_cluster(
     from beanstalk_py.app import systemd
 
     systemd.ready()
+    tune_gc()
     try:
         code = await node.run(stop)
     except OSError as exc:

@@ -55,7 +55,7 @@ log = logging.getLogger("beanstalk_py.cluster")
 # A worker thread waiting for etcd gives up after this long: the lease (at most 60 s) has long
 # lapsed by then, so the append can no longer be acknowledged anyway.
 COMMIT_WAIT_LIMIT = 90.0
-LINGER = 0.001  # seconds a busy shipper waits before taking the next batch
+LINGER_MAX = 0.002  # seconds a busy shipper waits at most before taking the next batch
 LINGER_MIN_RECORDS = 8  # "busy": the last append carried at least this many records
 
 
@@ -74,8 +74,11 @@ class Shipper:
         next_seq: int,
         next_id: Callable[[], int],
         start_turn: int = 0,
+        *,
+        linger_max: float = LINGER_MAX,
     ) -> None:
         self.recorder = recorder
+        self.linger_max = linger_max
         self.log = log_
         self.term = term
         self.next_seq = next_seq  # the etcd log's next batch number
@@ -88,6 +91,12 @@ class Shipper:
         self.last_append_seconds = 0.0
         self.bytes_since_snapshot = 0  # batch bytes appended since the last compaction
         self._last_round = 0  # records the last append round carried
+        self._taken = 0  # recorder.records when the last round took its batches
+        self._released_at = 0  # recorder.records when the last round's commit landed
+        # A lingering round: (records to wait for, the future that ends the wait)
+        self._linger: tuple[int, asyncio.Future[None]] | None = None
+        self.lingers = 0  # rounds that waited (tests, observability)
+        self.linger_cut = 0  # of those, rounds that linger_max ended before all were back
         self.compactions = 0
         # compaction (``request_snapshot``): records FULL of every live job
         self._snapshot: Callable[[], None] | None = None
@@ -117,6 +126,26 @@ class Shipper:
         """Loop thread: the records of turns up to ``seq`` are recorded; ship them."""
         self.written_seq = seq
         self._wake.set()
+        linger = self._linger
+        if linger is not None and self.recorder.records >= linger[0] and not linger[1].done():
+            linger[1].set_result(None)
+
+    async def _linger_for(self, records: int) -> None:
+        """Wait until the recorder holds ``records`` records in all, or ``linger_max``."""
+        if self.recorder.records >= records:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._linger = (records, fut)
+        timer = loop.call_later(self.linger_max, _end_linger, fut)
+        self.lingers += 1
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._linger = None
+        if self.recorder.records < records:
+            self.linger_cut += 1
 
     async def _run(self) -> None:
         try:
@@ -124,12 +153,12 @@ class Shipper:
                 await self._wake.wait()
                 if self._last_round >= LINGER_MIN_RECORDS:
                     # Busy: the clients released by the last commit are sending their next
-                    # requests; one more moment lets them share this append (fewer etcd
-                    # calls per put, the CPU that bounds throughput here).
-                    await asyncio.sleep(LINGER)
+                    # requests; waiting until as many records as that commit carried have
+                    # come in (at most ``linger_max``) lets them share this append: fewer etcd
+                    # calls per put, the CPU that bounds throughput here.
+                    await self._linger_for(self._released_at + self._last_round)
                 self._wake.clear()
                 target = self.written_seq
-                before = self.recorder.records
                 compact_upto = 0
                 snapshot = self._snapshot
                 if snapshot is not None:
@@ -140,6 +169,8 @@ class Shipper:
                     snapshot()
                     self.bytes_since_snapshot = 0
                 batches = self.recorder.take_all(self.next_id(), MAX_BATCH_BYTES)
+                carried = self.recorder.records - self._taken
+                self._taken = self.recorder.records
                 for batch in batches:
                     t0 = time.perf_counter()
                     await self.term.append(self.log, self.next_seq, batch)
@@ -148,7 +179,9 @@ class Shipper:
                     self.appends += 1
                     self.next_seq += 1
                     self.bytes_since_snapshot += len(batch)
-                self._last_round = self.recorder.records - before
+                self._last_round = carried
+                # The clients this commit releases send their next requests from now on.
+                self._released_at = self.recorder.records
                 with self._cond:
                     self.committed_seq = max(self.committed_seq, target)
                     self._cond.notify_all()
@@ -206,6 +239,11 @@ class Shipper:
                     raise ReplicationFailed("etcd log append did not complete in time")
                 self._cond.wait(left)
             return self.committed_seq
+
+
+def _end_linger(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class ReplicatedJournal:
