@@ -108,24 +108,17 @@ class Commands(Framer):
             if self._put_fast(line):
                 return
         elif line.startswith(b"delete "):
-            job_id = _scan_id(line, 7)
-            if job_id >= 0:
-                engine = self.engine
-                engine.ops[OP_DELETE] += 1
-                self.deliver(engine.delete(self.client, job_id))
+            job_id, end = _scan_digits(line, 7, 19)
+            if job_id >= 0 and end == len(line):
+                self._delete(job_id)
                 return
         elif line == b"reserve":
             self.cmd_reserve(b"")
             return
         elif line.startswith(b"reserve-with-timeout "):
-            timeout, i = _scan_u32(line, 21, len(line))
-            if i == len(line) and 0 <= timeout <= INT_MAX:
-                engine = self.engine
-                engine.ops[OP_RESERVE_WITH_TIMEOUT] += 1
-                engine.mark_worker(self.client)
-                reply = engine.reserve(self.client, timeout)
-                if reply:
-                    self.deliver(reply)
+            timeout, end = _scan_digits(line, 21, 10)
+            if end == len(line) and 0 <= timeout <= INT_MAX:
+                self._reserve_with_timeout(timeout)
                 return
         # `0 in line` (a byte value), not `b"\x00" in line`: under mypyc the substring form
         # goes through a TypeError that CPython raises and clears on every command (223 vs
@@ -189,49 +182,35 @@ class Commands(Framer):
         digits each, nothing after): parsed in one pass with no slice, list or ``int(bytes)``.
         False for anything else, which ``cmd_put`` then parses with the reference's rules."""
         n = len(line)
-        pri, i = _scan_u32(line, 4, n)
+        pri, i = _scan_digits(line, 4, 10)
         if i >= n or line[i] != 32:
             return False
-        delay, i = _scan_u32(line, i + 1, n)
+        delay, i = _scan_digits(line, i + 1, 10)
         if i >= n or line[i] != 32:
             return False
-        ttr, i = _scan_u32(line, i + 1, n)
+        ttr, i = _scan_digits(line, i + 1, 10)
         if i >= n or line[i] != 32:
             return False
-        size, i = _scan_u32(line, i + 1, n)
-        if i != n or pri < 0 or delay < 0 or ttr < 0 or size < 0:
+        size, i = _scan_digits(line, i + 1, 10)
+        if i != n or min(pri, delay, ttr, size) < 0 or max(pri, delay, ttr, size) > U32:
             return False
-        engine = self.engine
-        engine.ops[OP_PUT] += 1
-        if size > engine.max_job_size:
-            self.expect_body(size + 2, drop=True)
-            return True
-        self._put = (engine.new_job_id(self.client), pri, delay, ttr or 1)
-        self.expect_body(size + 2, drop=False)
+        self._begin_put(pri, delay, ttr, size, True)
         return True
 
     def cmd_put(self, rest: bytes) -> None:
-        parts = rest.split(b" ")
-        if (
-            len(parts) == 4
-            and parts[0].isdigit()
-            and parts[1].isdigit()
-            and parts[2].isdigit()
-            and parts[3].isdigit()
-        ):
-            # the usual "pri delay ttr bytes" with single spaces: no regex needed
-            pri, delay, ttr, size = int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])
-            tail_ok = True
-        else:
-            m = FOUR.match(rest)
-            if m is None:
-                self.deliver(BAD_FORMAT)
-                return
-            pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
-            tail_ok = m.end() == len(rest)
+        m = FOUR.match(rest)
+        if m is None:
+            self.deliver(BAD_FORMAT)
+            return
+        pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
         if pri > U32 or delay > U32 or ttr > U32 or size > U32:
             self.deliver(BAD_FORMAT)
             return
+        self._begin_put(pri, delay, ttr, size, m.end() == len(rest))
+
+    def _begin_put(self, pri: int, delay: int, ttr: int, size: int, tail_ok: bool) -> None:
+        """A put line with valid numbers: count it, then read its body (or drop a body over
+        the size limit, which the reference reads even after trailing garbage)."""
         engine = self.engine
         engine.ops[OP_PUT] += 1
         if size > engine.max_job_size:
@@ -258,9 +237,13 @@ class Commands(Framer):
         if m is None or int(m[1]) > INT_MAX:
             self.deliver(BAD_FORMAT)
             return
-        self.engine.ops[OP_RESERVE_WITH_TIMEOUT] += 1
-        self.engine.mark_worker(self.client)
-        reply = self.engine.reserve(self.client, int(m[1]))
+        self._reserve_with_timeout(int(m[1]))
+
+    def _reserve_with_timeout(self, timeout: int) -> None:
+        engine = self.engine
+        engine.ops[OP_RESERVE_WITH_TIMEOUT] += 1
+        engine.mark_worker(self.client)
+        reply = engine.reserve(self.client, timeout)
         if reply:
             self.deliver(reply)
 
@@ -285,8 +268,10 @@ class Commands(Framer):
 
     def cmd_delete(self, rest: bytes) -> None:
         job_id = self._id(rest)
-        if job_id < 0:
-            return
+        if job_id >= 0:
+            self._delete(job_id)
+
+    def _delete(self, job_id: int) -> None:
         engine = self.engine
         engine.ops[OP_DELETE] += 1
         self.deliver(engine.delete(self.client, job_id))
@@ -476,35 +461,22 @@ class Commands(Framer):
         self.closing = True
 
 
-def _scan_u32(line: bytes, i: int, n: int) -> tuple[int, int]:
-    """The decimal number of 1-10 digits at ``line[i:]`` and the index after it; the number
-    is -1 if there is no digit there, more than 10, or it is over ``U32``."""
+def _scan_digits(line: bytes, i: int, most: int) -> tuple[int, int]:
+    """The decimal number of 1 to ``most`` digits at ``line[i:]`` and the index after its
+    digits; the number is -1 if there is no digit there or more than ``most``."""
+    n = len(line)
     start = i
     value = 0
-    while i < n:
+    end = min(n, i + most + 1)  # one digit too many is enough to refuse
+    while i < end:
         c = line[i]
         if c < 48 or c > 57:
             break
         value = value * 10 + (c - 48)
         i += 1
-    if i == start or i - start > 10 or value > U32:
+    if i == start or i - start > most:
         return -1, i
     return value, i
-
-
-def _scan_id(line: bytes, i: int) -> int:
-    """The job id of 1-19 digits that ends ``line`` at ``i``, or -1 (not that form)."""
-    n = len(line)
-    if i >= n or n - i > 19:
-        return -1
-    value = 0
-    while i < n:
-        c = line[i]
-        if c < 48 or c > 57:
-            return -1
-        value = value * 10 + (c - 48)
-        i += 1
-    return value
 
 
 Handler = Callable[[Commands, bytes], None]
