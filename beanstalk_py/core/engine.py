@@ -45,6 +45,14 @@ DEADLINE_SOON_MARGIN: Final = 1.0  # seconds (beanstalkd SAFETY_MARGIN)
 
 
 class Engine:
+    # set together by the ``journal`` setter: the journal, its put and delete bound once (a
+    # call per put or delete without a lookup by name on the Protocol), and whether it is a
+    # real one (False for the NullJournal: the hot paths skip its calls)
+    _journal: Journal
+    _journal_put: Callable[[Job], bool]
+    _journal_delete: Callable[[Job], None]
+    _journaled: bool
+
     def __init__(
         self,
         clock: Clock,
@@ -62,10 +70,6 @@ class Engine:
         # on a Protocol-typed object (the put path reads the wall clock on every put).
         self._now: Callable[[], float] = clock.now
         self._wall: Callable[[], float] = clock.wall
-        self._journal: Journal = NullJournal()
-        self._journal_put: Callable[[Job], bool] = self._journal.put
-        self._journal_delete: Callable[[Job], None] = self._journal.delete
-        self._journaled = False  # False for the NullJournal: the hot paths skip its calls
         self.journal = journal if journal is not None else NullJournal()
         self.max_job_size = max_job_size
         self.max_jobs = max_jobs  # 0: unlimited
@@ -115,7 +119,6 @@ class Engine:
     def journal(self, journal: Journal) -> None:
         self._journal = journal
         self._journaled = not isinstance(journal, NullJournal)
-        # bound once: a call per put or delete without a lookup by name on the Protocol
         self._journal_put = journal.put
         self._journal_delete = journal.delete
 

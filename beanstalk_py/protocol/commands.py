@@ -192,7 +192,9 @@ class Commands(Framer):
         if i >= n or line[i] != 32:
             return False
         size, i = _scan_digits(line, i + 1, 10)
-        if i != n or min(pri, delay, ttr, size) < 0 or max(pri, delay, ttr, size) > U32:
+        if i != n or pri < 0 or delay < 0 or ttr < 0 or size < 0:
+            return False
+        if pri > U32 or delay > U32 or ttr > U32 or size > U32:
             return False
         self._begin_put(pri, delay, ttr, size, True)
         return True
