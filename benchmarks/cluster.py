@@ -695,16 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(a),
         "total_s": round(time.monotonic() - t_start, 1),
     }
-    if a.out:
-        out = Path(a.out)
-    elif a.quick:
-        out = Path(tempfile.gettempdir()) / "beanstalk-py-cluster-quick.json"
-    else:
-        out = HERE / "results" / f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"meta": meta, "summary": rows, "failover": fo, "runs": runs}
-    out.write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"cluster.py: results in {out}", file=sys.stderr)
+    run.save_results(a, "cluster", {"meta": meta, "summary": rows, "failover": fo, "runs": runs})
     return rc
 
 

@@ -742,16 +742,22 @@ def main(argv: list[str] | None = None) -> int:
         "skipped_runs": skipped,
         "total_s": round(time.monotonic() - t_start, 1),
     }
+    save_results(a, "bench", {"meta": meta, "summary": rows, "runs": runs})
+    return rc
+
+
+def save_results(a: Any, stem: str, doc: dict[str, Any]) -> Path:
+    """Write a run's JSON to --out, else results/STEM-<time>.json (a temp file for --quick)."""
     if a.out:
         out = Path(a.out)
     elif a.quick:
-        out = Path(tempfile.gettempdir()) / "beanstalk-py-bench-quick.json"
+        out = Path(tempfile.gettempdir()) / f"beanstalk-py-{stem}-quick.json"
     else:
-        out = HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out = HERE / "results" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "summary": rows, "runs": runs}, indent=1) + "\n")
-    print(f"run.py: results in {out}", file=sys.stderr)
-    return rc
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"{Path(sys.argv[0]).name}: results in {out}", file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":
