@@ -25,8 +25,8 @@ def test_an_imported_queue_keeps_its_delays_and_ages(tmp_path: Path) -> None:
     dst.mkdir()
     with running(reference_argv("-b", str(src))) as ref:
         c = greenstalk.Client((ref.host, ref.port))
-        ready_id = c.put(b"now", ttr=60)
-        delayed_id = c.put(b"later", delay=100, ttr=60)
+        ready_id = c.put("now", ttr=60)
+        delayed_id = c.put("later", delay=100, ttr=60)
         c.close()
     done = subprocess.run(
         [
