@@ -320,16 +320,24 @@ class EtcdClient:
         *,
         limit: int = 0,
         revision: int = 0,
-        descending: bool = False,
         timeout: float | None = None,
     ) -> tuple[list[KeyValue], bool, int]:
-        """Keys in [start, end) in key order (at ``revision`` when given): (kvs, more, rev)."""
+        """Keys in [start, end) in key order (at ``revision`` when given): (kvs, more, rev).
+
+        Deliberately no sort option: etcd ignores the limit of a sorted range and reads and
+        decodes every value in it (a descending "last key" read of the log cost a full read
+        of the log)."""
         req = rpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
-        if descending:
-            req.sort_order = rpc.RangeRequest.DESCEND
-            req.sort_target = rpc.RangeRequest.KEY
         resp = await self.call(lambda c: c.kv.Range, req, timeout=timeout)
         return [_kv(m) for m in resp.kvs], bool(resp.more), int(resp.header.revision)
+
+    async def first_and_count(self, start: bytes, end: bytes) -> tuple[bytes | None, int]:
+        """The first key in [start, end) (None if empty) and how many keys the range holds.
+
+        etcd counts from its in-memory index and reads one value, whatever the range's size."""
+        req = rpc.RangeRequest(key=start, range_end=end, limit=1, keys_only=True)
+        resp = await self.call(lambda c: c.kv.Range, req)
+        return (bytes(resp.kvs[0].key) if resp.kvs else None), int(resp.count)
 
     async def txn(
         self,
