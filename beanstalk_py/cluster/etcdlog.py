@@ -180,17 +180,21 @@ class EtcdLog:
         self, seq: int, *, limit: int = PAGE_KEYS, revision: int = 0
     ) -> tuple[list[LogEntry], bool, int]:
         """Up to ``limit`` batches from ``seq`` on: (entries, more, revision read at)."""
-        kvs, more, rev = await self.client.range(
+        kvs, more, current = await self.client.range(
             self.key(seq), self.log_end, limit=limit, revision=revision, timeout=5.0
         )
-        return [self._entry(kv) for kv in kvs], more, rev
+        # etcd answers a read at an older revision with the store's current revision in the
+        # header; the pages of a catch-up stay pinned to the first one's, and the watch after
+        # them starts there: the current one skipped the batches committed in between.
+        return [self._entry(kv) for kv in kvs], more, revision or current
 
     async def read_from(
         self, seq: int, *, limit: int = PAGE_KEYS
     ) -> AsyncGenerator[LogEntry, None]:
         """Every batch from ``seq`` to the end, in pages, consistent at one revision.
 
-        The last page's revision is left in ``self.last_read_revision`` (watch from +1).
+        The revision the pages were read at is left in ``self.last_read_revision`` (watch
+        from +1).
         Raises ``LogTruncated`` if ``seq`` was compacted away.
         """
         first = await self.first_seq()
@@ -219,7 +223,7 @@ class EtcdLog:
                 yield e
                 nxt += 1
             if not more:
-                self.last_read_revision = rev
+                self.last_read_revision = revision
                 return
 
     async def watch_from(self, revision: int, next_seq: int) -> AsyncGenerator[LogEntry, None]:

@@ -52,6 +52,37 @@ async def test_append_and_read_back_in_order(
     await term.resign()
 
 
+async def test_catch_up_in_pages_while_the_leader_appends_then_watch_without_a_hole(
+    etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
+) -> None:
+    """A follower that starts under load reads the log in pages while batches keep coming:
+    every page is read at the first page's revision, and the watch starts right after it,
+    so the batches appended meanwhile come through the watch, none missed."""
+    client = await etcd_client(etcd_shared)
+    log = EtcdLog(client, prefix)
+    term = await leader(client, prefix)
+    for seq in range(1, 21):
+        await term.append(log, seq, b"b%d" % seq)
+    got = []
+    async with contextlib.aclosing(log.read_from(1, limit=7)) as pages:
+        async for e in pages:
+            got.append(e.seq)
+            if e.seq in (3, 10):  # between pages: the leader goes on appending
+                for _ in range(3):
+                    seq += 1
+                    await term.append(log, seq, b"b%d" % seq)
+    assert got == list(range(1, 21))  # the log as it was at the first page
+    assert seq == 26
+    watched = await collect(log.watch_from(log.last_read_revision + 1, 21), 6, timeout=5)
+    assert [e.seq for e in watched] == list(range(21, 27))
+    # The same through follow(), which a restarted follower runs.
+    for _ in range(3):
+        seq += 1
+        await term.append(log, seq, b"b%d" % seq)
+    assert [e.seq for e in await collect(log.follow(0), seq)] == list(range(1, seq + 1))
+    await term.resign()
+
+
 async def test_retry_of_a_committed_append_is_idempotent(
     etcd_shared: EtcdCluster, etcd_client: ClientFactory, prefix: str
 ) -> None:
