@@ -112,7 +112,7 @@ class Node:
             if stopped in done:
                 return 0
             if follower in done:
-                return RESTART  # the log was compacted past us (logged by _follow)
+                return RESTART  # the log was compacted past us, or reading it failed (logged)
             term = self.term = campaign.result()
             follower.cancel()
             watcher.cancel()
@@ -193,6 +193,9 @@ class Node:
                     self._apply(entry)
         except LogTruncated as exc:
             log.error("cluster: %s; restarting to rebuild from the log", exc)
+        except Exception as exc:
+            log.error("cluster: following the log failed (%r); restarting", exc)
+            raise
 
     async def _watch_leader(self, election: Election) -> None:
         async with contextlib.aclosing(election.watch_leader()) as changes:

@@ -389,6 +389,42 @@ def test_a_restarted_follower_catches_up_and_can_take_over(nodes: NodeCluster) -
         client.close()
 
 
+def test_a_follower_started_under_load_catches_up_without_restarting(
+    nodes: NodeCluster,
+) -> None:
+    """Its catch-up spans several pages of the log while producers keep appending: the
+    watch after the pages must start where they were read, or it finds a hole and the node
+    restarts (and, under steady load, rebuilds from the whole log again and again)."""
+    leader = nodes.leader()
+    follower = next(n for n in nodes.nodes if n is not leader)
+    nodes.kill(follower)
+    client = Client(leader.address)
+    try:
+        for i in range(150):  # one batch each: several catch-up pages (PAGE_KEYS)
+            client.put(b"early-%d-7-" % i, 7)
+    finally:
+        client.close()
+    offset = follower.log_path.stat().st_size
+    ledger = Ledger()
+    with workload(nodes, ledger, producers=4, consumers=0):
+        time.sleep(0.3)
+        nodes.spawn(follower)
+        wait_until(lambda: follower.role() == "follower", 20, "the follower to start")
+        time.sleep(2.0)
+    ready = leader.metric("beanstalkd_current_jobs_ready")
+    wait_until(
+        lambda: follower.metric("beanstalkd_current_jobs_ready") == ready,
+        20,
+        f"the follower to hold the leader's {ready} jobs",
+    )
+    with follower.log_path.open("rb") as f:
+        f.seek(offset)
+        since = f.read().decode(errors="replace")
+    assert since.count("listening on") == 1, nodes.logs()
+    assert "restarting" not in since, since[-3000:]
+    assert len(ledger.inserted) > 50  # the producers did keep appending
+
+
 def test_kill_9_of_the_etcd_raft_leader_under_load_loses_nothing(
     nodes: NodeCluster,
 ) -> None:
