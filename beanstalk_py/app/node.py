@@ -88,7 +88,7 @@ class Node:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Serve as this node until ``stop`` is set (0) or leadership is lost (RESTART)."""
-        client = self.client = await EtcdClient.connect(self.cluster.endpoints)
+        client = self.client = await EtcdClient.connect(self.cluster.endpoints, prefer_leader=True)
         cfg = self.config
         assert cfg.node_id is not None and cfg.advertise is not None
         elog = EtcdLog(client, self.cluster.prefix)

