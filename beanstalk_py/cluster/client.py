@@ -46,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from beanstalk_py.cluster.config import Endpoint
 
 MiB = 1024 * 1024
+CALL_TIMEOUT = 0.3  # seconds: the default deadline of one call (retried within the budget)
 T = TypeVar("T")
 
 _RETRYABLE = frozenset(
@@ -231,7 +232,7 @@ class EtcdClient:
         self,
         addresses: Sequence[tuple[int, str, int]],
         *,
-        call_timeout: float = 0.3,
+        call_timeout: float = CALL_TIMEOUT,
         retry_budget: float = 10.0,
         max_receive_bytes: int = 64 * MiB,
         rotate_after: int = 3,
@@ -254,7 +255,7 @@ class EtcdClient:
         leader member first (``raft_leader_first``)."""
         addresses = await _resolve(endpoints)
         if prefer_leader:
-            addresses = await raft_leader_first(addresses, kwargs.get("call_timeout", 0.3))
+            addresses = await raft_leader_first(addresses, kwargs.get("call_timeout", CALL_TIMEOUT))
         return cls(addresses, **kwargs)
 
     # ---- channel -----------------------------------------------------------------------------
@@ -361,14 +362,18 @@ class EtcdClient:
         revision: int = 0,
         timeout: float | None = None,
     ) -> tuple[list[KeyValue], bool, int]:
-        """Keys in [start, end) in key order (at ``revision`` when given): (kvs, more, rev).
+        """Keys in [start, end) in key order (at ``revision`` when given): (kvs, more, the
+        revision read at).
 
+        The revision is ``revision`` itself when one was given: etcd's reply header carries
+        the store's current revision even for a read at an older one, and a reader that went
+        on from that one (the next page, a watch) skipped what was committed in between.
         Deliberately no sort option: etcd ignores the limit of a sorted range and reads and
         decodes every value in it (a descending "last key" read of the log cost a full read
         of the log)."""
         req = rpc.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
         resp = await self.call(lambda c: c.kv.Range, req, timeout=timeout)
-        return [_kv(m) for m in resp.kvs], bool(resp.more), int(resp.header.revision)
+        return [_kv(m) for m in resp.kvs], bool(resp.more), revision or int(resp.header.revision)
 
     async def first_and_count(self, start: bytes, end: bytes) -> tuple[bytes | None, int]:
         """The first key in [start, end) (None if empty) and how many keys the range holds.

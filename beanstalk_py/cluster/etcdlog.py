@@ -180,13 +180,10 @@ class EtcdLog:
         self, seq: int, *, limit: int = PAGE_KEYS, revision: int = 0
     ) -> tuple[list[LogEntry], bool, int]:
         """Up to ``limit`` batches from ``seq`` on: (entries, more, revision read at)."""
-        kvs, more, current = await self.client.range(
+        kvs, more, rev = await self.client.range(
             self.key(seq), self.log_end, limit=limit, revision=revision, timeout=5.0
         )
-        # etcd answers a read at an older revision with the store's current revision in the
-        # header; the pages of a catch-up stay pinned to the first one's, and the watch after
-        # them starts there: the current one skipped the batches committed in between.
-        return [self._entry(kv) for kv in kvs], more, revision or current
+        return [self._entry(kv) for kv in kvs], more, rev
 
     async def read_from(
         self, seq: int, *, limit: int = PAGE_KEYS
